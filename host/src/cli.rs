@@ -1,0 +1,331 @@
+//! The `latchkey` command line: argument parsing and the commands for MSPs and
+//! security teams. `main.rs` only calls [`main`].
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use latchkey_policy::corpus::Corpus;
+
+use crate::keys::{self, KeyId};
+use crate::policy::build::{self, BuildOptions};
+use crate::policy::{DiskCache, Limits, ModuleHash, Sandbox, trust};
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: the command ran and the answer is "no" (a case failed, a
+/// signature did not verify).
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: wrong arguments or bad input.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Resolves "I can't log in" for Microsoft 365, under each tenant's own
+/// sandboxed WebAssembly policy.
+#[derive(Debug, Parser)]
+#[command(name = "latchkey", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build, test, hash, sign and verify policy modules.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Create an ed25519 key pair (PEM), for signing modules or receipts.
+    Keygen {
+        /// Write the private key to PREFIX.pem and the public key to PREFIX.pub.pem.
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Build a policy crate to a component, reproducibly; prints its path and sha256.
+    Build {
+        /// The policy crate's directory.
+        crate_dir: PathBuf,
+        /// Also copy the module to this file.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Cargo's target directory.
+        #[arg(long, value_name = "DIR")]
+        target_dir: Option<PathBuf>,
+    },
+    /// Print a module's sha256, its identity.
+    Hash {
+        /// The module file.
+        module: PathBuf,
+    },
+    /// Run a JSON case corpus against a module in the sandbox: a line per case.
+    ///
+    /// Given a policy crate's directory instead of a module, builds it first and
+    /// uses its cases.json.
+    Test {
+        /// The module file, or a policy crate's directory.
+        module: PathBuf,
+        /// The case corpus (default: cases.json in the crate's directory).
+        cases: Option<PathBuf>,
+    },
+    /// Sign a module with a publisher's private key (a detached signature).
+    Sign {
+        /// The publisher's private key (PKCS#8 PEM).
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+        /// The module file.
+        module: PathBuf,
+        /// Where to write the signature (default: MODULE.sig).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Verify a module's signature against a publisher's public key.
+    Verify {
+        /// The publisher's public key (PEM).
+        #[arg(long = "pub", value_name = "KEY")]
+        public: PathBuf,
+        /// The module file.
+        module: PathBuf,
+        /// The signature file (default: MODULE.sig).
+        #[arg(long, value_name = "FILE")]
+        sig: Option<PathBuf>,
+    },
+}
+
+/// An error the user can act on, printed as one line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CliError(String);
+
+impl CliError {
+    fn new(message: impl Into<String>) -> CliError {
+        CliError(message.into())
+    }
+}
+
+/// Parses arguments and runs the command. Usage errors print one line and
+/// exit with 2; so does any bad input.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // clap's message, up to its usage block, on one line.
+            let rendered = e.render().to_string();
+            let message = rendered
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let first = message.trim_start_matches("error: ");
+            eprintln!("latchkey: {first} (see `latchkey --help`)");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("latchkey: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// Runs a parsed command; returns the exit code.
+pub fn run(cli: Cli) -> Result<u8, CliError> {
+    match cli.command {
+        Command::Keygen { out } => keygen(&out),
+        Command::Policy(command) => match command {
+            PolicyCommand::Build {
+                crate_dir,
+                out,
+                target_dir,
+            } => policy_build(&crate_dir, out.as_deref(), target_dir),
+            PolicyCommand::Hash { module } => {
+                let bytes = read(&module)?;
+                println!("{}  {}", ModuleHash::of(&bytes), module.display());
+                Ok(EXIT_OK)
+            }
+            PolicyCommand::Test { module, cases } => policy_test(&module, cases.as_deref()),
+            PolicyCommand::Sign { key, module, out } => policy_sign(&key, &module, out),
+            PolicyCommand::Verify {
+                public,
+                module,
+                sig,
+            } => policy_verify(&public, &module, sig),
+        },
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path).map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))
+}
+
+fn read_text(path: &Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn policy_build(
+    crate_dir: &Path,
+    out: Option<&Path>,
+    target_dir: Option<PathBuf>,
+) -> Result<u8, CliError> {
+    let built = build::build(
+        crate_dir,
+        &BuildOptions {
+            target_dir,
+            quiet: false,
+        },
+    )
+    .map_err(|e| CliError::new(e.to_string()))?;
+    let path = match out {
+        Some(out) => {
+            std::fs::copy(&built.path, out)
+                .map_err(|e| CliError::new(format!("cannot write {}: {e}", out.display())))?;
+            out.to_owned()
+        }
+        None => built.path,
+    };
+    println!("{}  {}", built.hash, path.display());
+    Ok(EXIT_OK)
+}
+
+fn policy_test(module: &Path, cases: Option<&Path>) -> Result<u8, CliError> {
+    let (module_path, cases_path) = if module.is_dir() {
+        let built = build::build(module, &BuildOptions::default())
+            .map_err(|e| CliError::new(e.to_string()))?;
+        let cases = cases
+            .map(Path::to_owned)
+            .unwrap_or_else(|| module.join("cases.json"));
+        (built.path, cases)
+    } else {
+        let cases = cases.ok_or_else(|| {
+            CliError::new("give the case corpus: latchkey policy test <module.wasm> <cases.json>")
+        })?;
+        (module.to_owned(), cases.to_owned())
+    };
+    let corpus = Corpus::from_json(&read_text(&cases_path)?)
+        .map_err(|e| CliError::new(format!("{}: {e}", cases_path.display())))?;
+    let bytes = read(&module_path)?;
+    let sandbox = Sandbox::new(Limits::default(), DiskCache::in_memory())
+        .map_err(|e| CliError::new(e.to_string()))?;
+    let loaded = sandbox
+        .load(&bytes)
+        .map_err(|e| CliError::new(format!("{}: {e}", module_path.display())))?;
+    let sandbox = Arc::new(sandbox);
+
+    let mut stdout = std::io::stdout().lock();
+    let (mut passed, mut failed) = (0usize, 0usize);
+    let _ = writeln!(stdout, "module {}  {}", loaded.hash(), module_path.display());
+    for case in &corpus.cases {
+        let evaluation = sandbox.decide(&loaded, &case.facts);
+        let verdict = match (&evaluation.fault, case.expect.check(&evaluation.decision)) {
+            (Some(fault), _) => Err(format!("policy fault: {fault}")),
+            (None, result) => result,
+        };
+        match verdict {
+            Ok(()) => {
+                passed += 1;
+                let _ = writeln!(stdout, "PASS  {}", case.name);
+            }
+            Err(why) => {
+                failed += 1;
+                let _ = writeln!(stdout, "FAIL  {}: {why}", case.name);
+            }
+        }
+    }
+    let _ = writeln!(stdout, "{passed} passed, {failed} failed");
+    Ok(if failed == 0 { EXIT_OK } else { EXIT_FAILED })
+}
+
+fn policy_sign(key: &Path, module: &Path, out: Option<PathBuf>) -> Result<u8, CliError> {
+    let key = keys::private_from_pem(&read_text(key)?)
+        .map_err(|e| CliError::new(format!("{}: {e}", key.display())))?;
+    let hash = ModuleHash::of(&read(module)?);
+    let out = out.unwrap_or_else(|| with_suffix(module, ".sig"));
+    std::fs::write(&out, trust::sign(&key, &hash))
+        .map_err(|e| CliError::new(format!("cannot write {}: {e}", out.display())))?;
+    println!(
+        "signed {hash} with {} -> {}",
+        KeyId::of(&key.verifying_key()),
+        out.display()
+    );
+    Ok(EXIT_OK)
+}
+
+fn policy_verify(public: &Path, module: &Path, sig: Option<PathBuf>) -> Result<u8, CliError> {
+    let key = keys::public_from_pem(&read_text(public)?)
+        .map_err(|e| CliError::new(format!("{}: {e}", public.display())))?;
+    let hash = ModuleHash::of(&read(module)?);
+    let sig = sig.unwrap_or_else(|| with_suffix(module, ".sig"));
+    let text = read_text(&sig)?;
+    match trust::Publishers::new(vec![key]).verify(&hash, &text) {
+        Ok(kid) => {
+            println!("valid signature by {kid} for {hash}");
+            Ok(EXIT_OK)
+        }
+        Err(e) => {
+            println!("INVALID: {e} (module {hash}, signature {})", sig.display());
+            Ok(EXIT_FAILED)
+        }
+    }
+}
+
+fn keygen(prefix: &Path) -> Result<u8, CliError> {
+    let private_path = with_suffix(prefix, ".pem");
+    let public_path = with_suffix(prefix, ".pub.pem");
+    for path in [&private_path, &public_path] {
+        if path.exists() {
+            return Err(CliError::new(format!(
+                "{} already exists; not overwriting a key",
+                path.display()
+            )));
+        }
+    }
+    let key = keys::generate();
+    let private = keys::private_to_pem(&key).map_err(|e| CliError::new(e.to_string()))?;
+    let public =
+        keys::public_to_pem(&key.verifying_key()).map_err(|e| CliError::new(e.to_string()))?;
+    write_private(&private_path, &private)?;
+    std::fs::write(&public_path, public)
+        .map_err(|e| CliError::new(format!("cannot write {}: {e}", public_path.display())))?;
+    println!(
+        "{}  {} {}",
+        KeyId::of(&key.verifying_key()),
+        private_path.display(),
+        public_path.display()
+    );
+    Ok(EXIT_OK)
+}
+
+/// Creates a file only its owner can read, failing if it exists.
+fn write_private(path: &Path, text: &str) -> Result<(), CliError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .map_err(|e| CliError::new(format!("cannot create {}: {e}", path.display())))?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))
+}

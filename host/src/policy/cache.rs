@@ -1,0 +1,108 @@
+//! Compiled modules, cached by sha256: in memory for this process, and on disk
+//! (precompiled) so that a restart does not compile again.
+//!
+//! The disk cache is a directory reached only through a cap-std handle: entries
+//! are `<sha256>.cwasm` files inside it and nothing outside it can be named.
+//! Wasmtime runs precompiled code as given, so **the cache directory must be
+//! writable by the Latchkey host alone**; an entry that wasmtime rejects
+//! (another wasmtime version or configuration, or a damaged file) is simply
+//! compiled again and replaced.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, RwLock};
+
+use cap_std::fs::Dir;
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use crate::policy::ModuleHash;
+use crate::policy::sandbox::LoadedModule;
+
+/// Where a loaded module's compiled code came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadSource {
+    /// Compiled from the module bytes just now.
+    Compiled,
+    /// Deserialized from the disk cache.
+    Disk,
+}
+
+/// The compiled-module cache.
+pub struct DiskCache {
+    dir: Option<Dir>,
+    loaded: RwLock<HashMap<ModuleHash, Arc<LoadedModule>>>,
+}
+
+impl DiskCache {
+    /// A cache kept in memory only.
+    pub fn in_memory() -> DiskCache {
+        DiskCache {
+            dir: None,
+            loaded: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// A cache that also keeps precompiled modules in `dir`.
+    pub fn in_dir(dir: Dir) -> DiskCache {
+        DiskCache {
+            dir: Some(dir),
+            loaded: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn memory(&self, hash: &ModuleHash) -> Option<Arc<LoadedModule>> {
+        let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
+        loaded.get(hash).cloned()
+    }
+
+    pub(crate) fn remember(&self, module: Arc<LoadedModule>) {
+        let mut loaded = self.loaded.write().unwrap_or_else(|p| p.into_inner());
+        loaded.insert(module.hash(), module);
+    }
+
+    /// The precompiled module with this hash, if the disk cache has a usable one.
+    pub(crate) fn compiled(&self, engine: &Engine, hash: &ModuleHash) -> Option<Component> {
+        let dir = self.dir.as_ref()?;
+        let bytes = dir.read(entry_name(hash)).ok()?;
+        // SAFETY: wasmtime trusts precompiled bytes. Entries are written only
+        // by `store` below from code this engine compiled, in a directory that
+        // must be writable by this host alone (see the module docs); wasmtime
+        // still checks the header, its version and the engine configuration,
+        // and we recompile on any error.
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(engine, &bytes) };
+        match component {
+            Ok(component) => Some(component),
+            Err(e) => {
+                tracing::info!(module = %hash, "recompiling: cached code is not usable ({e})");
+                None
+            }
+        }
+    }
+
+    /// Writes a compiled module to the disk cache. Failure to cache is logged
+    /// and otherwise ignored: the module is loaded either way.
+    pub(crate) fn store(&self, hash: &ModuleHash, component: &Component) {
+        let Some(dir) = &self.dir else { return };
+        let result = component
+            .serialize()
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|bytes| {
+                // Write then rename, so a reader never sees half a file.
+                let name = entry_name(hash);
+                let partial = format!("{name}.partial-{}", std::process::id());
+                let mut file = dir.create(&partial)?;
+                file.write_all(&bytes)?;
+                file.sync_all()?;
+                dir.rename(&partial, dir, &name)
+            });
+        if let Err(e) = result {
+            tracing::warn!(module = %hash, "could not cache the compiled module: {e}");
+        }
+    }
+}
+
+fn entry_name(hash: &ModuleHash) -> String {
+    format!("{hash}.cwasm")
+}
