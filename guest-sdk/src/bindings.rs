@@ -63,7 +63,12 @@ fn facts_from(f: wit::Facts) -> facts::Facts {
             last_password_change_at: f.sign_in.last_password_change_at,
         },
         mfa: facts::MfaState {
-            registered_methods: f.mfa.registered_methods.into_iter().map(auth_method_from).collect(),
+            registered_methods: f
+                .mfa
+                .registered_methods
+                .into_iter()
+                .map(auth_method_from)
+                .collect(),
             mfa_capable: f.mfa.mfa_capable,
             device_reported_lost: f.mfa.device_reported_lost,
             has_recovery_email: f.mfa.has_recovery_email,

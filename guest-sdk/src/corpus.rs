@@ -208,7 +208,9 @@ impl Expectation {
                 if let Some(want) = &self.constraints
                     && want != constraints
                 {
-                    return Err(format!("expected constraints {want:?}, got {constraints:?}"));
+                    return Err(format!(
+                        "expected constraints {want:?}, got {constraints:?}"
+                    ));
                 }
             }
             Decision::RequireVerification { requirements, .. } => {

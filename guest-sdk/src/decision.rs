@@ -10,7 +10,11 @@ use crate::facts::{Action, Method};
 
 /// Limits on allowed actions. The host clamps these to its own maxima.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(default, deny_unknown_fields))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct Constraints {
     /// Temporary Access Pass lifetime in minutes (Entra accepts 10 to 43200);
     /// `None` means the tenant's default.
@@ -26,7 +30,11 @@ pub struct AnyOf(pub Vec<Method>);
 
 /// Who must approve.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(rename_all = "kebab-case"))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum Approver {
     /// The requester's manager in Entra ID.
     Manager,

@@ -13,7 +13,11 @@ use serde::{Deserialize, Serialize};
 
 /// Which of the situations behind "I can't log in" the investigator recognised.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(rename_all = "kebab-case"))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum Scenario {
     /// Forgot the password; an MFA method is available to verify with.
     ForgotPassword,
@@ -36,7 +40,11 @@ pub enum Scenario {
 
 /// Where the conversation takes place.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(rename_all = "kebab-case"))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum Channel {
     /// Microsoft Teams, personal chat.
     Teams,
@@ -49,7 +57,11 @@ pub enum Channel {
 
 /// A way the host verifies that the person chatting owns the account.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(rename_all = "kebab-case"))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum Method {
     /// Signed in to Latchkey's app with MFA (`amr` contains `mfa`).
     MfaStepUp,
@@ -61,7 +73,11 @@ pub enum Method {
 
 /// A verification the host recorded as passed in this conversation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(deny_unknown_fields))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(deny_unknown_fields)
+)]
 pub struct Verification {
     /// How the requester was verified.
     pub method: Method,
@@ -72,7 +88,11 @@ pub struct Verification {
 /// An approval the host recorded for this request, given by the approver's
 /// own verified identity.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(deny_unknown_fields))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(deny_unknown_fields)
+)]
 pub struct Approval {
     /// Entra object id of the approver.
     pub approver_id: String,
@@ -84,7 +104,11 @@ pub struct Approval {
 
 /// A write Latchkey can make to the requester's own account.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(rename_all = "kebab-case"))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum Action {
     /// Temporary password, changed at next sign-in.
     ResetPassword,
@@ -98,7 +122,11 @@ pub enum Action {
 
 /// A kind of authentication method registered on the account.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(rename_all = "kebab-case"))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum AuthMethod {
     /// Microsoft Authenticator.
     MicrosoftAuthenticator,
@@ -120,7 +148,11 @@ pub enum AuthMethod {
 
 /// The verified person asking.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(default, deny_unknown_fields))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct Requester {
     /// Entra object id.
     pub id: String,
@@ -167,7 +199,11 @@ impl Default for Requester {
 
 /// A Conditional Access policy that blocked a recent sign-in.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(deny_unknown_fields))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(deny_unknown_fields)
+)]
 pub struct BlockingPolicy {
     /// The policy's object id.
     pub id: String,
@@ -177,7 +213,11 @@ pub struct BlockingPolicy {
 
 /// What recent sign-in attempts show.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(default, deny_unknown_fields))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct SignInSignals {
     /// Failed sign-ins in the look-back window.
     pub recent_failures: u32,
@@ -197,7 +237,11 @@ pub struct SignInSignals {
 
 /// The account's MFA registration.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(default, deny_unknown_fields))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct MfaState {
     /// Methods registered besides the password.
     pub registered_methods: Vec<AuthMethod>,
@@ -211,7 +255,11 @@ pub struct MfaState {
 
 /// Days of the week in the tenant's time zone.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(rename_all = "kebab-case"))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 #[allow(missing_docs)]
 pub enum Weekday {
     #[default]
@@ -233,7 +281,11 @@ impl Weekday {
 
 /// The time of the request, as a value: modules have no clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(default, deny_unknown_fields))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct Clock {
     /// Unix seconds (UTC).
     pub unix_seconds: i64,
@@ -256,7 +308,11 @@ impl Default for Clock {
 
 /// Everything a policy may know about one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(default, deny_unknown_fields))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct Facts {
     /// The Entra tenant id.
     pub tenant_id: String,

@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// The README (these docs) shows a policy crate whole, its unit test included.
+#![allow(clippy::test_attr_in_doctest)]
 
 extern crate alloc;
 // Lets generated bindings name this crate by the same path inside and outside it.
@@ -21,8 +23,8 @@ mod runtime;
 
 pub use decision::{AllowBuilder, AnyOf, Approver, Constraints, Decision, VerifyBuilder};
 pub use facts::{
-    Action, Approval, AuthMethod, BlockingPolicy, Channel, Clock, Facts, Method, MfaState, Requester,
-    Scenario, SignInSignals, Verification, Weekday,
+    Action, Approval, AuthMethod, BlockingPolicy, Channel, Clock, Facts, Method, MfaState,
+    Requester, Scenario, SignInSignals, Verification, Weekday,
 };
 
 /// Re-exports of `alloc`, so a `#![no_std]` policy needs no `extern crate alloc`.
@@ -31,8 +33,8 @@ pub use alloc::{format, string::String, string::ToString, vec, vec::Vec};
 /// Everything a policy usually needs, in one `use`.
 pub mod prelude {
     pub use crate::{
-        Action, Approver, AuthMethod, Channel, Constraints, Decision, Facts, Method, Policy, Scenario, String,
-        ToString, Vec, Weekday, export_policy, format, vec,
+        Action, Approver, AuthMethod, Channel, Constraints, Decision, Facts, Method, Policy,
+        Scenario, String, ToString, Vec, Weekday, export_policy, format, vec,
     };
 }
 
@@ -72,10 +74,10 @@ macro_rules! export_policy {
 #[cfg(target_arch = "wasm32")]
 pub mod __private {
     pub use crate::bindings::evaluate;
-    pub use wit_bindgen;
     pub use crate::bindings::raw;
     pub use crate::bindings::raw::Guest;
     pub use crate::bindings::raw::latchkey::policy::types::{
         Decision as RawDecision, Facts as RawFacts,
     };
+    pub use wit_bindgen;
 }

@@ -232,7 +232,12 @@ fn policy_test(module: &Path, cases: Option<&Path>) -> Result<u8, CliError> {
 
     let mut stdout = std::io::stdout().lock();
     let (mut passed, mut failed) = (0usize, 0usize);
-    let _ = writeln!(stdout, "module {}  {}", loaded.hash(), module_path.display());
+    let _ = writeln!(
+        stdout,
+        "module {}  {}",
+        loaded.hash(),
+        module_path.display()
+    );
     for case in &corpus.cases {
         let evaluation = sandbox.decide(&loaded, &case.facts);
         let verdict = match (&evaluation.fault, case.expect.check(&evaluation.decision)) {

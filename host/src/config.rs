@@ -161,9 +161,8 @@ mod tests {
     const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 
     fn config(tenant_body: &str) -> Result<Config, ConfigError> {
-        let text = format!(
-            "[policy]\nmodules_dir = \"mods\"\n\n[tenants.{TENANT}]\n{tenant_body}\n"
-        );
+        let text =
+            format!("[policy]\nmodules_dir = \"mods\"\n\n[tenants.{TENANT}]\n{tenant_body}\n");
         Config::from_toml(&text, Path::new("/etc/latchkey"))
     }
 
@@ -182,13 +181,25 @@ mod tests {
     fn bad_hashes_unknown_fields_and_escaping_paths_are_refused() {
         let hash = ModuleHash::of(b"m");
         let bad_hash = config("module = \"m.wasm\"\nsha256 = \"ABC\"").unwrap_err();
-        assert!(bad_hash.to_string().contains("64 lowercase hex"), "{bad_hash}");
-        let unknown = config(&format!("module = \"m.wasm\"\nsha256 = \"{hash}\"\nallow_all = true"))
-            .unwrap_err();
+        assert!(
+            bad_hash.to_string().contains("64 lowercase hex"),
+            "{bad_hash}"
+        );
+        let unknown = config(&format!(
+            "module = \"m.wasm\"\nsha256 = \"{hash}\"\nallow_all = true"
+        ))
+        .unwrap_err();
         assert!(unknown.to_string().contains("allow_all"), "{unknown}");
-        let escape = config(&format!("module = \"../../etc/passwd\"\nsha256 = \"{hash}\"")).unwrap_err();
-        assert!(matches!(escape, ConfigError::PathEscapes { .. }), "{escape}");
-        let absolute = config(&format!("module = \"/tmp/m.wasm\"\nsha256 = \"{hash}\"")).unwrap_err();
+        let escape = config(&format!(
+            "module = \"../../etc/passwd\"\nsha256 = \"{hash}\""
+        ))
+        .unwrap_err();
+        assert!(
+            matches!(escape, ConfigError::PathEscapes { .. }),
+            "{escape}"
+        );
+        let absolute =
+            config(&format!("module = \"/tmp/m.wasm\"\nsha256 = \"{hash}\"")).unwrap_err();
         assert!(matches!(absolute, ConfigError::PathEscapes { .. }));
     }
 }

@@ -49,7 +49,9 @@ pub enum KeyError {
     #[error("not an ed25519 private key in PKCS#8 PEM ({0}); create one with `latchkey keygen`")]
     BadPrivateKey(String),
     /// The text is not a PEM ed25519 public key.
-    #[error("not an ed25519 public key in PEM ({0}); `latchkey keygen` writes one beside the private key")]
+    #[error(
+        "not an ed25519 public key in PEM ({0}); `latchkey keygen` writes one beside the private key"
+    )]
     BadPublicKey(String),
     /// Encoding failed (should not happen for valid keys).
     #[error("could not encode the key: {0}")]
@@ -106,7 +108,13 @@ mod tests {
     fn a_public_key_is_not_a_private_key() {
         let key = generate();
         let public = public_to_pem(&key.verifying_key()).unwrap();
-        assert!(matches!(private_from_pem(&public), Err(KeyError::BadPrivateKey(_))));
-        assert!(matches!(public_from_pem("junk"), Err(KeyError::BadPublicKey(_))));
+        assert!(matches!(
+            private_from_pem(&public),
+            Err(KeyError::BadPrivateKey(_))
+        ));
+        assert!(matches!(
+            public_from_pem("junk"),
+            Err(KeyError::BadPublicKey(_))
+        ));
     }
 }

@@ -19,7 +19,9 @@ impl TenantId {
 
 /// Why a string is not a tenant id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a tenant id is the Entra tenant's GUID (like 72f988bf-86f1-41af-91ab-2d7cd011db47), got {0:?}")]
+#[error(
+    "a tenant id is the Entra tenant's GUID (like 72f988bf-86f1-41af-91ab-2d7cd011db47), got {0:?}"
+)]
 pub struct ParseTenantIdError(String);
 
 impl FromStr for TenantId {
@@ -61,7 +63,9 @@ impl Serialize for TenantId {
 
 impl<'de> Deserialize<'de> for TenantId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -77,7 +81,12 @@ mod tests {
 
     #[test]
     fn other_text_is_not_a_tenant_id() {
-        for bad in ["contoso", "", "72f988bf-86f1-41af-91ab-2d7cd011db4", "72f988bf86f141af91ab2d7cd011db47"] {
+        for bad in [
+            "contoso",
+            "",
+            "72f988bf-86f1-41af-91ab-2d7cd011db4",
+            "72f988bf86f141af91ab2d7cd011db47",
+        ] {
             assert!(bad.parse::<TenantId>().is_err(), "{bad}");
         }
     }

@@ -68,7 +68,9 @@ pub(crate) fn facts_into(f: &sdk::Facts) -> wit::Facts {
                 .registered_methods
                 .iter()
                 .map(|m| match m {
-                    sdk::AuthMethod::MicrosoftAuthenticator => wit::AuthMethod::MicrosoftAuthenticator,
+                    sdk::AuthMethod::MicrosoftAuthenticator => {
+                        wit::AuthMethod::MicrosoftAuthenticator
+                    }
                     sdk::AuthMethod::Phone => wit::AuthMethod::Phone,
                     sdk::AuthMethod::Email => wit::AuthMethod::Email,
                     sdk::AuthMethod::Fido2 => wit::AuthMethod::Fido2,
@@ -102,7 +104,11 @@ pub(crate) fn facts_into(f: &sdk::Facts) -> wit::Facts {
                 approved_at: a.approved_at,
             })
             .collect(),
-        requested_actions: f.requested_actions.iter().map(|a| action_into(*a)).collect(),
+        requested_actions: f
+            .requested_actions
+            .iter()
+            .map(|a| action_into(*a))
+            .collect(),
         channel: match f.channel {
             sdk::Channel::Teams => wit::Channel::Teams,
             sdk::Channel::Slack => wit::Channel::Slack,

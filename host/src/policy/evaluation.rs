@@ -144,7 +144,9 @@ pub(crate) fn check(decision: &Decision, facts: &Facts) -> Result<(), Fault> {
             }
             let distinct: BTreeSet<&Action> = actions.iter().collect();
             if distinct.len() != actions.len() {
-                return Err(Fault::Malformed("an allow that names an action twice".into()));
+                return Err(Fault::Malformed(
+                    "an allow that names an action twice".into(),
+                ));
             }
             if let Some(action) = actions.iter().find(|a| !facts.requests(**a)) {
                 return Err(Fault::Malformed(format!(
@@ -162,7 +164,9 @@ pub(crate) fn check(decision: &Decision, facts: &Facts) -> Result<(), Fault> {
         }
         Decision::RequireVerification { requirements, .. } => {
             if requirements.is_empty() {
-                return Err(Fault::Malformed("a verification request with no requirement".into()));
+                return Err(Fault::Malformed(
+                    "a verification request with no requirement".into(),
+                ));
             }
             if requirements.len() > MAX_REQUIREMENTS {
                 return Err(Fault::Oversized(format!(
@@ -171,7 +175,9 @@ pub(crate) fn check(decision: &Decision, facts: &Facts) -> Result<(), Fault> {
                 )));
             }
             if requirements.iter().any(|r| r.0.is_empty()) {
-                return Err(Fault::Malformed("a verification requirement with no method".into()));
+                return Err(Fault::Malformed(
+                    "a verification requirement with no method".into(),
+                ));
             }
         }
         Decision::RequireApproval {
@@ -240,9 +246,15 @@ mod tests {
     fn long_reasons_and_empty_requirements_are_refused() {
         let facts = Facts::default();
         let long = Decision::deny("x".repeat(MAX_REASON_BYTES + 1));
-        assert_eq!(check(&long, &facts).unwrap_err().code(), "oversized-decision");
+        assert_eq!(
+            check(&long, &facts).unwrap_err().code(),
+            "oversized-decision"
+        );
         let empty = Decision::verify().because("x");
-        assert_eq!(check(&empty, &facts).unwrap_err().code(), "malformed-decision");
+        assert_eq!(
+            check(&empty, &facts).unwrap_err().code(),
+            "malformed-decision"
+        );
         let empty_any = Decision::RequireVerification {
             requirements: vec![AnyOf(vec![])],
             reason: "x".into(),

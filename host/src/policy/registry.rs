@@ -47,12 +47,10 @@ impl TenantPolicy {
     ) -> Result<TenantPolicy, Refusal> {
         let mut publishers = Vec::new();
         for path in &config.publisher_keys {
-            let text = modules
-                .read_to_string(path)
-                .map_err(|e| Refusal::Read {
-                    file: path.clone(),
-                    error: e.to_string(),
-                })?;
+            let text = modules.read_to_string(path).map_err(|e| Refusal::Read {
+                file: path.clone(),
+                error: e.to_string(),
+            })?;
             let key = keys::public_from_pem(&text).map_err(|e| Refusal::Read {
                 file: path.clone(),
                 error: e.to_string(),

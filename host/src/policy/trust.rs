@@ -112,21 +112,33 @@ mod tests {
         let hash = ModuleHash::of(b"module");
         let sig = sign(&key, &hash);
         let trusted = Publishers::new(vec![other.verifying_key(), key.verifying_key()]);
-        assert_eq!(trusted.verify(&hash, &sig), Ok(KeyId::of(&key.verifying_key())));
+        assert_eq!(
+            trusted.verify(&hash, &sig),
+            Ok(KeyId::of(&key.verifying_key()))
+        );
         // Another module, or only the other key trusted: refused.
         assert!(matches!(
             trusted.verify(&ModuleHash::of(b"tampered"), &sig),
             Err(SignatureError::NotTrusted { .. })
         ));
         let wrong = Publishers::new(vec![other.verifying_key()]);
-        assert!(matches!(wrong.verify(&hash, &sig), Err(SignatureError::NotTrusted { .. })));
+        assert!(matches!(
+            wrong.verify(&hash, &sig),
+            Err(SignatureError::NotTrusted { .. })
+        ));
     }
 
     #[test]
     fn garbage_signature_files_are_malformed() {
         let trusted = Publishers::new(vec![keys::generate().verifying_key()]);
         let hash = ModuleHash::of(b"m");
-        assert_eq!(trusted.verify(&hash, "not base64!"), Err(SignatureError::Malformed));
-        assert_eq!(trusted.verify(&hash, "AAAA"), Err(SignatureError::Malformed));
+        assert_eq!(
+            trusted.verify(&hash, "not base64!"),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            trusted.verify(&hash, "AAAA"),
+            Err(SignatureError::Malformed)
+        );
     }
 }

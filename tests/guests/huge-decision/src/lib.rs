@@ -4,9 +4,11 @@
 //! it into logs, audit records or chat messages.
 //!
 //! The reason is built with `str::repeat`, which doubles its buffer with bulk
-//! copies, so building it takes a few dozen wasm instructions' worth of fuel and
-//! the module reliably gets as far as returning it (a byte-by-byte loop would
-//! run out of fuel first and test the wrong limit). It fits in the sandbox's
+//! `memory.copy`s. Wasmtime charges bulk copies about one unit of fuel per byte,
+//! so building it costs about 3.2 million units, well within the host's default
+//! 10 million: the module reliably gets as far as returning the reason (a
+//! byte-by-byte loop would cost several units per byte and could run out of
+//! fuel first, testing the wrong limit). It also fits in the default 8 MiB of
 //! memory with room to spare.
 #![no_std]
 

@@ -3,7 +3,10 @@
 //! Every chunk is filled (so the pages are really touched, not just reserved)
 //! and kept, and both go through `black_box`, so nothing can be optimised away.
 //! The host must cap linear memory; growing past the cap makes the allocator
-//! fail, which traps.
+//! fail, which traps. Wasmtime charges `memory.fill` about one unit of fuel per
+//! byte, so with the host's defaults (8 MiB, 10 million units) the memory cap is
+//! hit first, at about 6.3 million units; a much larger memory cap would make
+//! this a fuel test instead.
 #![no_std]
 
 use core::hint::black_box;
