@@ -1,1 +1,8 @@
-//! Integration tests.
+//! Latchkey's integration tests: one binary, one module per topic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod cache;
+mod hostile;
+mod policies;
+mod registry;
+mod reproducible;

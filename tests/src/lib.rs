@@ -1,1 +1,126 @@
-//! Helpers for the integration tests.
+//! Helpers shared by Latchkey's integration tests: modules built once per test
+//! process with `latchkey policy build`, realistic facts from the corpora, and
+//! hand-made components for what no Rust guest can produce.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use latchkey::policy::build::{self, BuildOptions, Built};
+use latchkey::policy::{DiskCache, Limits, Sandbox};
+use latchkey_policy::Facts;
+use latchkey_policy::corpus::Corpus;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives in the repository")
+        .to_owned()
+}
+
+/// Where the tests build modules; separate from the workspace's own target
+/// directory so that a nested cargo never waits on the outer one's lock.
+pub fn target_dir() -> PathBuf {
+    root().join("target/test-modules")
+}
+
+/// Builds the policy crate at `path` (relative to the repository root) once
+/// per test process, and returns the build.
+pub fn built(path: &str) -> Built {
+    static BUILT: OnceLock<Mutex<HashMap<String, Built>>> = OnceLock::new();
+    let cache = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
+    // Held across the build: cargo serialises builds in one target directory anyway.
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(built) = cache.get(path) {
+        return built.clone();
+    }
+    let built = build::build(
+        &root().join(path),
+        &BuildOptions {
+            target_dir: Some(target_dir()),
+            quiet: true,
+        },
+    )
+    .unwrap_or_else(|e| panic!("building {path}: {e}"));
+    cache.insert(path.to_owned(), built.clone());
+    built
+}
+
+/// The bytes of the module built from `path`.
+pub fn module_bytes(path: &str) -> Vec<u8> {
+    std::fs::read(built(path).path).unwrap()
+}
+
+/// The bytes of one of the hostile guests in tests/guests.
+pub fn guest(name: &str) -> Vec<u8> {
+    module_bytes(&format!("tests/guests/{name}"))
+}
+
+/// A sandbox with default limits and an in-memory cache.
+pub fn sandbox() -> Sandbox {
+    Sandbox::new(Limits::default(), DiskCache::in_memory()).unwrap()
+}
+
+/// A policy's case corpus.
+pub fn corpus(policy: &str) -> Corpus {
+    let text =
+        std::fs::read_to_string(root().join(format!("policies/{policy}/cases.json"))).unwrap();
+    Corpus::from_json(&text).unwrap()
+}
+
+/// Realistic facts: the default corpus's first case that expects an allow.
+pub fn allow_facts() -> Facts {
+    corpus("default")
+        .cases
+        .into_iter()
+        .find(|c| c.expect.decision == "allow")
+        .expect("the default corpus has an allow case")
+        .facts
+}
+
+/// A component that implements the contract's world but returns a decision
+/// whose variant discriminant is out of range: no Rust guest can produce it.
+pub fn malformed_decision_component() -> Vec<u8> {
+    // `evaluate` takes a pointer to the facts (too many to pass flat) and
+    // returns a pointer to the decision; byte 0 of a decision is its case.
+    let wat = r#"
+        (module
+          (memory (export "memory") 1)
+          (global $next (mut i32) (i32.const 4096))
+          (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+            (local $ptr i32)
+            (local.set $ptr (i32.and
+              (i32.add (global.get $next) (i32.sub (local.get 2) (i32.const 1)))
+              (i32.sub (i32.const 0) (local.get 2))))
+            (global.set $next (i32.add (local.get $ptr) (local.get 3)))
+            (local.get $ptr))
+          (func (export "evaluate") (param i32) (result i32)
+            (i32.store8 (i32.const 1024) (i32.const 200))
+            (i32.const 1024)))
+    "#;
+    componentize(wat)
+}
+
+/// Wraps a core module in WAT as a component of the `policy` world.
+pub fn componentize(wat: &str) -> Vec<u8> {
+    let mut module = wat::parse_str(wat).unwrap();
+    let mut resolve = wit_parser::Resolve::default();
+    let (package, _) = resolve.push_dir(root().join("wit")).unwrap();
+    let world = resolve.select_world(&[package], Some("policy")).unwrap();
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+        false,
+    )
+    .unwrap();
+    wit_component::ComponentEncoder::default()
+        .module(&module)
+        .unwrap()
+        .validate(true)
+        .encode()
+        .unwrap()
+}
