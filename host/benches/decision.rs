@@ -2,6 +2,8 @@
 //! The fresh-sandbox decision: instantiate the default policy from its
 //! `InstancePre`, evaluate realistic facts, check the decision, drop the store.
 //!
+//! Also how long runaway modules run before they are stopped.
+//!
 //! Run with `cargo bench -p latchkey --bench decision`. The default policy is
 //! built first (reproducibly, into target/bench-policies).
 
@@ -49,5 +51,34 @@ fn decision(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, decision);
+/// How long a runaway module runs before the sandbox stops it: the figure
+/// behind "hostile modules end within 50 ms".
+fn runaway(c: &mut Criterion) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let sandbox = Sandbox::new(Limits::default(), DiskCache::in_memory())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let facts = latchkey_policy::Facts::default();
+    let mut group = c.benchmark_group("runaway");
+    group.sample_size(10);
+    for name in ["spin", "memory-bomb", "deep-recursion", "huge-decision"] {
+        let built = build::build(
+            &root.join("tests/guests").join(name),
+            &BuildOptions {
+                target_dir: Some(root.join("target/bench-policies")),
+                quiet: true,
+            },
+        )
+        .unwrap_or_else(|e| panic!("building {name}: {e}"));
+        let bytes = std::fs::read(&built.path).unwrap_or_else(|e| panic!("{e}"));
+        let module = sandbox.load(&bytes).unwrap_or_else(|e| panic!("{e}"));
+        let first = sandbox.decide(&module, &facts);
+        assert!(first.fault.is_some(), "{name} was not stopped");
+        group.bench_function(name, |b| {
+            b.iter(|| std::hint::black_box(sandbox.decide(&module, &facts).fault))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, decision, runaway);
 criterion_main!(benches);

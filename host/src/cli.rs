@@ -126,7 +126,11 @@ pub fn main() -> ExitCode {
                 .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
                 .collect::<Vec<_>>()
                 .join(" ");
-            let first = message.trim_start_matches("error: ");
+            let first = if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                "a command is required"
+            } else {
+                message.trim_start_matches("error: ")
+            };
             eprintln!("latchkey: {first} (see `latchkey --help`)");
             return ExitCode::from(EXIT_USAGE);
         }
