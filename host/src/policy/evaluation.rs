@@ -95,7 +95,7 @@ impl Fault {
     }
 
     /// The deny that replaces the module's decision.
-    pub(crate) fn into_deny(&self) -> Decision {
+    pub(crate) fn to_deny(&self) -> Decision {
         Decision::deny(format!(
             "The policy could not reach a decision ({}), so nothing was changed. \
              The help desk has the details.",

@@ -302,7 +302,7 @@ impl Sandbox {
                 tracing::warn!(module = %module.hash, cause = fault.code(), "policy fault: {fault}");
                 Evaluation {
                     module: module.hash,
-                    decision: fault.into_deny(),
+                    decision: fault.to_deny(),
                     fault: Some(fault),
                     fuel_used,
                     elapsed,
