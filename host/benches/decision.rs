@@ -55,8 +55,8 @@ fn decision(c: &mut Criterion) {
 /// behind "hostile modules end within 50 ms".
 fn runaway(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let sandbox = Sandbox::new(Limits::default(), DiskCache::in_memory())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let sandbox =
+        Sandbox::new(Limits::default(), DiskCache::in_memory()).unwrap_or_else(|e| panic!("{e}"));
     let facts = latchkey_policy::Facts::default();
     let mut group = c.benchmark_group("runaway");
     group.sample_size(10);

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use latchkey_policy::corpus::Corpus;
 
+use crate::config::Config;
 use crate::keys::{self, KeyId};
 use crate::policy::build::{self, BuildOptions};
-use crate::policy::{DiskCache, Limits, ModuleHash, Sandbox, trust};
+use crate::policy::{DiskCache, Limits, ModuleHash, PolicyRegistry, Sandbox, trust};
 
 /// Exit code: success.
 pub const EXIT_OK: u8 = 0;
@@ -71,6 +72,14 @@ enum PolicyCommand {
         /// The case corpus (default: cases.json in the crate's directory).
         cases: Option<PathBuf>,
     },
+    /// Check every tenant's pinned module as the service loads it: file,
+    /// sha256, publisher signature, sandbox. A line per tenant; exit 1 if any
+    /// is refused.
+    Check {
+        /// The configuration file (TOML).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Sign a module with a publisher's private key (a detached signature).
     Sign {
         /// The publisher's private key (PKCS#8 PEM).
@@ -126,11 +135,12 @@ pub fn main() -> ExitCode {
                 .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
                 .collect::<Vec<_>>()
                 .join(" ");
-            let first = if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                "a command is required"
-            } else {
-                message.trim_start_matches("error: ")
-            };
+            let first =
+                if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    "a command is required"
+                } else {
+                    message.trim_start_matches("error: ")
+                };
             eprintln!("latchkey: {first} (see `latchkey --help`)");
             return ExitCode::from(EXIT_USAGE);
         }
@@ -160,6 +170,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
                 Ok(EXIT_OK)
             }
             PolicyCommand::Test { module, cases } => policy_test(&module, cases.as_deref()),
+            PolicyCommand::Check { config } => policy_check(&config),
             PolicyCommand::Sign { key, module, out } => policy_sign(&key, &module, out),
             PolicyCommand::Verify {
                 public,
@@ -261,6 +272,41 @@ fn policy_test(module: &Path, cases: Option<&Path>) -> Result<u8, CliError> {
     }
     let _ = writeln!(stdout, "{passed} passed, {failed} failed");
     Ok(if failed == 0 { EXIT_OK } else { EXIT_FAILED })
+}
+
+fn policy_check(config_path: &Path) -> Result<u8, CliError> {
+    let text = read_text(config_path)?;
+    let base = config_path.parent().unwrap_or(Path::new("."));
+    let config = Config::from_toml(&text, base)
+        .map_err(|e| CliError::new(format!("{}: {e}", config_path.display())))?;
+    if config.tenants.is_empty() {
+        return Err(CliError::new(format!(
+            "{}: no tenants are configured",
+            config_path.display()
+        )));
+    }
+    let (_registry, reports) = PolicyRegistry::open(&config, Limits::default())
+        .map_err(|e| CliError::new(e.to_string()))?;
+    let mut refused = 0usize;
+    for (tenant, result) in &reports {
+        let name = config.tenants.get(tenant).map_or("", |t| t.name.as_str());
+        match result {
+            Ok(applied) => {
+                let signed = applied
+                    .signed_by
+                    .as_ref()
+                    .map(|kid| format!(", signed by {kid}"))
+                    .unwrap_or_default();
+                println!("ok       {tenant} ({name}): {}{signed}", applied.module);
+            }
+            Err(refusal) => {
+                refused += 1;
+                println!("REFUSED  {tenant} ({name}): {refusal}");
+            }
+        }
+    }
+    println!("{} accepted, {refused} refused", reports.len() - refused);
+    Ok(if refused == 0 { EXIT_OK } else { EXIT_FAILED })
 }
 
 fn policy_sign(key: &Path, module: &Path, out: Option<PathBuf>) -> Result<u8, CliError> {

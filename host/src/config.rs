@@ -59,8 +59,13 @@ pub struct TenantConfig {
 #[non_exhaustive]
 pub enum ConfigError {
     /// Not valid TOML of the expected shape.
-    #[error("invalid configuration: {0}")]
-    Toml(#[from] toml::de::Error),
+    #[error("invalid configuration at line {line}: {message}")]
+    Toml {
+        /// The 1-based line the error is on.
+        line: usize,
+        /// What is wrong, on one line.
+        message: String,
+    },
     /// A file name that would leave its directory.
     #[error("tenant {tenant}: {field} {path:?} must be a relative path inside modules_dir")]
     PathEscapes {
@@ -106,7 +111,13 @@ impl Config {
     /// Parses and validates configuration text. Relative directories are taken
     /// relative to `base` (the configuration file's directory).
     pub fn from_toml(text: &str, base: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text)?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Toml {
+            line: e
+                .span()
+                .and_then(|span| text.get(..span.start))
+                .map_or(1, |before| before.matches('\n').count() + 1),
+            message: e.message().replace('\n', " "),
+        })?;
         let mut tenants = BTreeMap::new();
         for (id, t) in raw.tenants {
             let signature = t.signature.unwrap_or_else(|| {

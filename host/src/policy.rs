@@ -18,7 +18,7 @@ pub mod trust;
 pub use cache::{DiskCache, LoadSource};
 pub use evaluation::{Blame, Evaluation, Fault, MAX_REASON_BYTES, TAP_LIFETIME_MINUTES};
 pub use module::{ModuleHash, ParseModuleHashError};
-pub use registry::{PolicyRegistry, Refusal, TenantPolicy};
+pub use registry::{Applied, OpenError, PolicyRegistry, Refusal, TenantPolicy};
 pub use sandbox::{Limits, LoadedModule, Sandbox, SandboxError};
 
 /// Why the sandbox refused to load a module.

@@ -13,13 +13,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use latchkey_policy::Facts;
 
-use crate::config::TenantConfig;
+use crate::config::{Config, TenantConfig};
 use crate::keys::{self, KeyId};
 use crate::policy::trust::{Publishers, SignatureError};
-use crate::policy::{Evaluation, LoadError, LoadedModule, ModuleHash, Sandbox};
+use crate::policy::{DiskCache, Evaluation, Limits, LoadError, LoadedModule, ModuleHash, Sandbox};
 use crate::tenant::TenantId;
 
 /// A tenant's policy, ready to apply: the pinned hash and the trusted keys.
@@ -117,7 +118,70 @@ pub struct Applied {
     pub signed_by: Option<KeyId>,
 }
 
+/// Why the registry could not be opened at all.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// A configured directory could not be opened.
+    #[error("cannot open {what} {path}: {error}")]
+    Dir {
+        /// Which directory.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// What went wrong.
+        error: String,
+    },
+    /// The sandbox could not be set up.
+    #[error(transparent)]
+    Sandbox(#[from] crate::policy::SandboxError),
+}
+
+/// What applying one tenant's configured policy did.
+pub type TenantReport = (TenantId, Result<Applied, Refusal>);
+
 impl PolicyRegistry {
+    /// Opens the configured directories (the only place they are named by
+    /// path; everything after goes through their handles), builds a sandbox
+    /// with `limits`, and applies every tenant's policy. Refusals are in the
+    /// report; a refused tenant has no module until a later apply succeeds.
+    pub fn open(
+        config: &Config,
+        limits: Limits,
+    ) -> Result<(PolicyRegistry, Vec<TenantReport>), OpenError> {
+        let open = |what: &'static str, path: &Path| {
+            Dir::open_ambient_dir(path, ambient_authority()).map_err(|e| OpenError::Dir {
+                what,
+                path: path.to_owned(),
+                error: e.to_string(),
+            })
+        };
+        let modules = open("the modules directory", &config.modules_dir)?;
+        let cache = match &config.cache_dir {
+            Some(path) => {
+                std::fs::create_dir_all(path).map_err(|e| OpenError::Dir {
+                    what: "the cache directory",
+                    path: path.clone(),
+                    error: e.to_string(),
+                })?;
+                DiskCache::in_dir(open("the cache directory", path)?)
+            }
+            None => DiskCache::in_memory(),
+        };
+        let registry = PolicyRegistry::new(Arc::new(Sandbox::new(limits, cache)?), modules);
+        let reports = config
+            .tenants
+            .iter()
+            .map(|(tenant, tenant_config)| {
+                let result =
+                    TenantPolicy::from_config(tenant.clone(), tenant_config, &registry.modules)
+                        .and_then(|policy| registry.apply(&policy));
+                (tenant.clone(), result)
+            })
+            .collect();
+        Ok((registry, reports))
+    }
+
     /// A registry reading modules from `modules` and running them in `sandbox`.
     pub fn new(sandbox: Arc<Sandbox>, modules: Dir) -> PolicyRegistry {
         PolicyRegistry {

@@ -15,7 +15,10 @@ fn keygen_sign_and_verify_round_trip() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(d.join("msp.pem")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(d.join("msp.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "the private key is readable by others");
     }
 
@@ -23,13 +26,23 @@ fn keygen_sign_and_verify_round_trip() {
     assert_eq!(sign.code, 0, "{}", sign.stderr);
     assert!(d.join("default.wasm.sig").is_file());
 
-    let verify = latchkey_in(d, &["policy", "verify", "--pub", "msp.pub.pem", "default.wasm"]);
+    let verify = latchkey_in(
+        d,
+        &["policy", "verify", "--pub", "msp.pub.pem", "default.wasm"],
+    );
     assert_eq!(verify.code, 0, "{}{}", verify.stdout, verify.stderr);
-    assert!(verify.stdout.starts_with("valid signature by ed25519:"), "{}", verify.stdout);
+    assert!(
+        verify.stdout.starts_with("valid signature by ed25519:"),
+        "{}",
+        verify.stdout
+    );
 
     // Another publisher's key does not verify it.
     assert_eq!(latchkey_in(d, &["keygen", "--out", "other"]).code, 0);
-    let wrong = latchkey_in(d, &["policy", "verify", "--pub", "other.pub.pem", "default.wasm"]);
+    let wrong = latchkey_in(
+        d,
+        &["policy", "verify", "--pub", "other.pub.pem", "default.wasm"],
+    );
     assert_eq!(wrong.code, 1);
     assert!(wrong.stdout.starts_with("INVALID"), "{}", wrong.stdout);
 
@@ -37,7 +50,10 @@ fn keygen_sign_and_verify_round_trip() {
     let mut bytes = std::fs::read(&module).unwrap();
     bytes.push(0);
     std::fs::write(&module, bytes).unwrap();
-    let tampered = latchkey_in(d, &["policy", "verify", "--pub", "msp.pub.pem", "default.wasm"]);
+    let tampered = latchkey_in(
+        d,
+        &["policy", "verify", "--pub", "msp.pub.pem", "default.wasm"],
+    );
     assert_eq!(tampered.code, 1, "{}", tampered.stdout);
 }
 

@@ -4,6 +4,7 @@
 //! integration tests are in the workspace's `tests/` crate.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod config;
 mod keys;
 mod policy;
 
@@ -39,7 +40,10 @@ pub fn latchkey(args: &[&str]) -> Run {
 }
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 /// Asserts a bad-input failure: exit code 2 and exactly one line on stderr,
@@ -49,7 +53,11 @@ pub fn assert_usage_error(run: &Run, mentions: &str) {
     let lines: Vec<&str> = run.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "expected one line, got {:?}", run.stderr);
     assert!(lines[0].starts_with("latchkey: "), "{}", lines[0]);
-    assert!(lines[0].contains(mentions), "{:?} does not mention {mentions:?}", lines[0]);
+    assert!(
+        lines[0].contains(mentions),
+        "{:?} does not mention {mentions:?}",
+        lines[0]
+    );
     assert!(!run.stderr.contains("panicked") && !run.stderr.contains("backtrace"));
 }
 

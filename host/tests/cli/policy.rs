@@ -10,7 +10,10 @@ fn hash_prints_the_sha256_of_the_file() {
     let run = latchkey(&["policy", "hash", module.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let expected = hex::encode(Sha256::digest(std::fs::read(module).unwrap()));
-    assert_eq!(run.stdout.split_whitespace().next(), Some(expected.as_str()));
+    assert_eq!(
+        run.stdout.split_whitespace().next(),
+        Some(expected.as_str())
+    );
 }
 
 #[test]
@@ -27,7 +30,10 @@ fn build_copies_the_module_with_out() {
         out.to_str().unwrap(),
     ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(default_module()).unwrap());
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(default_module()).unwrap()
+    );
     assert!(run.stdout.contains(out.to_str().unwrap()));
 }
 
@@ -40,9 +46,17 @@ fn test_prints_a_line_per_case_and_passes() {
         "policies/default/cases.json",
     ]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    let cases = run.stdout.lines().filter(|l| l.starts_with("PASS  ")).count();
+    let cases = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("PASS  "))
+        .count();
     assert!(cases >= 20, "{}", run.stdout);
-    assert!(run.stdout.trim_end().ends_with(&format!("{cases} passed, 0 failed")));
+    assert!(
+        run.stdout
+            .trim_end()
+            .ends_with(&format!("{cases} passed, 0 failed"))
+    );
 }
 
 #[test]
@@ -65,7 +79,10 @@ fn test_fails_with_exit_1_when_a_case_fails() {
     ]);
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("PASS  mistyped is explained"));
-    assert!(run.stdout.contains("FAIL  wrongly expects an allow: expected allow, got deny"));
+    assert!(
+        run.stdout
+            .contains("FAIL  wrongly expects an allow: expected allow, got deny")
+    );
     assert!(run.stdout.trim_end().ends_with("1 passed, 1 failed"));
 }
 
@@ -94,18 +111,33 @@ fn bad_input_is_one_line_and_exit_code_2() {
     assert_usage_error(&latchkey_in(d, &["policy"]), "a command is required");
     assert_usage_error(&latchkey_in(d, &["frobnicate"]), "frobnicate");
     assert_usage_error(&latchkey_in(d, &["policy", "hash"]), "<MODULE>");
-    assert_usage_error(&latchkey_in(d, &["policy", "hash", "missing.wasm"]), "missing.wasm");
+    assert_usage_error(
+        &latchkey_in(d, &["policy", "hash", "missing.wasm"]),
+        "missing.wasm",
+    );
     assert_usage_error(&latchkey_in(d, &["policy", "test", &module]), "cases.json");
-    assert_usage_error(&latchkey_in(d, &["policy", "test", &module, "bad.json"]), "bad.json");
-    assert_usage_error(&latchkey_in(d, &["policy", "test", &module, "empty.json"]), "no cases");
-    assert_usage_error(&latchkey_in(d, &["policy", "test", &module, "badfacts.json"]), "tuesday");
+    assert_usage_error(
+        &latchkey_in(d, &["policy", "test", &module, "bad.json"]),
+        "bad.json",
+    );
+    assert_usage_error(
+        &latchkey_in(d, &["policy", "test", &module, "empty.json"]),
+        "no cases",
+    );
+    assert_usage_error(
+        &latchkey_in(d, &["policy", "test", &module, "badfacts.json"]),
+        "tuesday",
+    );
     assert_usage_error(
         &latchkey_in(d, &["policy", "test", "garbage.wasm", "empty.json"]),
         "no cases",
     );
     let cases = root().join("policies/default/cases.json");
     assert_usage_error(
-        &latchkey_in(d, &["policy", "test", "garbage.wasm", cases.to_str().unwrap()]),
+        &latchkey_in(
+            d,
+            &["policy", "test", "garbage.wasm", cases.to_str().unwrap()],
+        ),
         "not a valid WebAssembly component",
     );
     assert_usage_error(&latchkey_in(d, &["policy", "build", "."]), "no Cargo.toml");
