@@ -373,9 +373,22 @@ impl Facts {
         })
     }
 
-    /// True when an approval satisfying `approver` was recorded.
+    /// True when an approval satisfying `approver` was recorded. Group ids
+    /// compare ignoring ASCII case, as Entra object ids do.
     pub fn approved_via(&self, approver: &Approver) -> bool {
-        self.approvals.iter().any(|a| &a.via == approver)
+        self.approvals
+            .iter()
+            .any(|a| same_approver(&a.via, approver))
+    }
+
+    /// True when an approval satisfying `approver` was recorded no longer than
+    /// `max_age_seconds` before the request.
+    pub fn approved_within(&self, approver: &Approver, max_age_seconds: i64) -> bool {
+        self.approvals.iter().any(|a| {
+            same_approver(&a.via, approver)
+                && a.approved_at <= self.time.unix_seconds
+                && self.time.unix_seconds - a.approved_at <= max_age_seconds
+        })
     }
 
     /// True when the host proposes `action`.
@@ -397,5 +410,57 @@ impl Facts {
             .department
             .as_deref()
             .is_some_and(|d| d.eq_ignore_ascii_case(department))
+    }
+}
+
+fn same_approver(a: &Approver, b: &Approver) -> bool {
+    match (a, b) {
+        (Approver::Manager, Approver::Manager) => true,
+        (Approver::Group(a), Approver::Group(b)) => a.eq_ignore_ascii_case(b),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn approved(via: Approver, at: i64) -> Facts {
+        Facts {
+            approvals: alloc::vec![Approval {
+                approver_id: "a".into(),
+                via,
+                approved_at: at,
+            }],
+            ..Facts::default()
+        }
+    }
+
+    #[test]
+    fn group_approvals_match_ignoring_case() {
+        let facts = approved(Approver::Group("3F1C9A52-7B4E".into()), 0);
+        assert!(facts.approved_via(&Approver::Group("3f1c9a52-7b4e".into())));
+        assert!(!facts.approved_via(&Approver::Group("9b2e".into())));
+        assert!(!facts.approved_via(&Approver::Manager));
+    }
+
+    #[test]
+    fn approvals_and_verifications_expire_and_cannot_come_from_the_future() {
+        let now = Clock::default().unix_seconds;
+        let recent = approved(Approver::Manager, now - 60);
+        assert!(recent.approved_within(&Approver::Manager, 120));
+        assert!(!recent.approved_within(&Approver::Manager, 30));
+        let future = approved(Approver::Manager, now + 60);
+        assert!(!future.approved_within(&Approver::Manager, 3600));
+        let verified = Facts {
+            verifications: alloc::vec![Verification {
+                method: Method::MfaStepUp,
+                verified_at: now - 600
+            }],
+            ..Facts::default()
+        };
+        assert!(verified.verified_within(Method::MfaStepUp, 600));
+        assert!(!verified.verified_within(Method::MfaStepUp, 599));
+        assert!(!verified.verified_by(Method::RecoveryEmailCode));
     }
 }
