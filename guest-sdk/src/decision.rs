@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 #[cfg(feature = "serde")]
 use serde::{Deserialize, Serialize};
 
-use crate::facts::{Action, Method};
+use crate::facts::{Action, Facts, Method};
 
 /// Limits on allowed actions. The host clamps these to its own maxima.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -98,6 +98,17 @@ impl Decision {
         }
     }
 
+    /// Start an allow of those of `wanted` that the host requested in `facts`
+    /// (a decision may allow nothing else). If none were requested,
+    /// [`AllowBuilder::because`] gives a deny instead: an allow of nothing is
+    /// not an allow.
+    pub fn allow_requested(
+        facts: &Facts,
+        wanted: impl IntoIterator<Item = Action>,
+    ) -> AllowBuilder {
+        Decision::allow(wanted.into_iter().filter(|a| facts.requests(*a)))
+    }
+
     /// Refuse, with a reason the end user will read.
     pub fn deny(reason: impl Into<String>) -> Decision {
         Decision::Deny {
@@ -178,8 +189,12 @@ impl AllowBuilder {
         self
     }
 
-    /// Finish the allow with a reason the end user will read.
+    /// Finish the allow with a reason the end user will read. An allow with
+    /// no actions becomes a deny saying there is nothing to change.
     pub fn because(self, reason: impl Into<String>) -> Decision {
+        if self.actions.is_empty() {
+            return Decision::deny("There is nothing I am allowed to change for this request.");
+        }
         Decision::Allow {
             actions: self.actions,
             constraints: self.constraints,
@@ -213,5 +228,25 @@ impl VerifyBuilder {
             requirements: self.requirements,
             reason: reason.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_requested_keeps_only_requested_actions_and_never_allows_nothing() {
+        let facts = Facts {
+            requested_actions: alloc::vec![Action::ResetPassword],
+            ..Facts::default()
+        };
+        let d = Decision::allow_requested(&facts, [Action::RevokeSessions, Action::ResetPassword])
+            .because("ok");
+        assert!(
+            matches!(&d, Decision::Allow { actions, .. } if actions == &[Action::ResetPassword])
+        );
+        let none = Decision::allow_requested(&facts, [Action::RevokeSessions]).because("ok");
+        assert_eq!(none.kind(), "deny");
     }
 }

@@ -99,10 +99,7 @@ fn password_reset(facts: &Facts) -> Decision {
     if facts.requester.is_privileged && !facts.approved_via(&Approver::Manager) {
         return privileged_approval(facts);
     }
-    allow_requested(
-        facts,
-        [Action::ResetPassword, Action::RevokeSessions],
-        Constraints::default(),
+    Decision::allow_requested(facts, [Action::ResetPassword, Action::RevokeSessions]).because(
         "You are verified. I will set a temporary password that you must change when \
          you next sign in, and sign you out everywhere else.",
     )
@@ -115,17 +112,17 @@ fn lost_device(facts: &Facts) -> Decision {
     if facts.requester.is_privileged && !facts.approved_via(&Approver::Manager) {
         return privileged_approval(facts);
     }
-    allow_requested(
+    Decision::allow_requested(
         facts,
         [
             Action::IssueTemporaryAccessPass,
             Action::RemoveLostMfaMethods,
             Action::RevokeSessions,
         ],
-        Constraints {
-            tap_lifetime_minutes: Some(TAP_LIFETIME_MINUTES),
-            tap_one_time_use: true,
-        },
+    )
+    .tap_lifetime_minutes(TAP_LIFETIME_MINUTES)
+    .tap_one_time_use()
+    .because(
         "You are verified. I will give you a one-time Temporary Access Pass, valid for \
          60 minutes, to sign in and register your new device, and remove the lost one.",
     )
@@ -167,27 +164,6 @@ fn privileged_approval(facts: &Facts) -> Decision {
         Approver::Manager,
         "Your account holds an administrator role, so your manager must approve this first.",
     )
-}
-
-/// Allows those of `wanted` that the host requested, or denies when none were.
-fn allow_requested<const N: usize>(
-    facts: &Facts,
-    wanted: [Action; N],
-    constraints: Constraints,
-    reason: &str,
-) -> Decision {
-    let actions: Vec<Action> = wanted.into_iter().filter(|a| facts.requests(*a)).collect();
-    if actions.is_empty() {
-        return Decision::deny("There is nothing I am allowed to change for this request.");
-    }
-    let mut allow = Decision::allow(actions);
-    if let Some(minutes) = constraints.tap_lifetime_minutes {
-        allow = allow.tap_lifetime_minutes(minutes);
-    }
-    if constraints.tap_one_time_use {
-        allow = allow.tap_one_time_use();
-    }
-    allow.because(reason)
 }
 
 latchkey_policy::export_policy!(DefaultPolicy);

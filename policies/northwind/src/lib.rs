@@ -147,10 +147,7 @@ fn password_reset(facts: &Facts) -> Decision {
     if let Some(decision) = finance_approval(facts) {
         return decision;
     }
-    allow_requested(
-        facts,
-        [Action::ResetPassword, Action::RevokeSessions],
-        Constraints::default(),
+    Decision::allow_requested(facts, [Action::ResetPassword, Action::RevokeSessions]).because(
         "You are verified. I will set a temporary password that you must change when \
          you next sign in, and sign you out everywhere else.",
     )
@@ -185,16 +182,16 @@ fn lost_device(facts: &Facts) -> Decision {
     if let Some(decision) = finance_approval(facts) {
         return decision;
     }
-    allow_requested(
+    Decision::allow_requested(
         facts,
         [
             Action::IssueTemporaryAccessPass,
             Action::RemoveLostMfaMethods,
         ],
-        Constraints {
-            tap_lifetime_minutes: Some(TAP_LIFETIME_MINUTES),
-            tap_one_time_use: true,
-        },
+    )
+    .tap_lifetime_minutes(TAP_LIFETIME_MINUTES)
+    .tap_one_time_use()
+    .because(
         "You are verified. I will give you a one-time Temporary Access Pass, valid for \
          30 minutes, to sign in and register your new device, and remove the lost one.",
     )
@@ -210,27 +207,6 @@ fn finance_approval(facts: &Facts) -> Option<Decision> {
         approvers,
         "Changes to Finance accounts must be approved by the Finance approvers first.",
     ))
-}
-
-/// Allows those of `wanted` that the host requested, or denies when none were.
-fn allow_requested<const N: usize>(
-    facts: &Facts,
-    wanted: [Action; N],
-    constraints: Constraints,
-    reason: &str,
-) -> Decision {
-    let actions: Vec<Action> = wanted.into_iter().filter(|a| facts.requests(*a)).collect();
-    if actions.is_empty() {
-        return Decision::deny("There is nothing I am allowed to change for this request.");
-    }
-    let mut allow = Decision::allow(actions);
-    if let Some(minutes) = constraints.tap_lifetime_minutes {
-        allow = allow.tap_lifetime_minutes(minutes);
-    }
-    if constraints.tap_one_time_use {
-        allow = allow.tap_one_time_use();
-    }
-    allow.because(reason)
 }
 
 latchkey_policy::export_policy!(NorthwindPolicy);
