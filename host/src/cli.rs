@@ -36,6 +36,20 @@ enum Command {
     /// Build, test, hash, sign and verify policy modules.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Run the Entra ID / Microsoft Graph emulator on loopback.
+    #[cfg(feature = "sim")]
+    Sim {
+        /// The port to listen on; 0 picks a free one.
+        #[arg(long, default_value_t = DEFAULT_SIM_PORT)]
+        port: u16,
+        /// A seed file (JSON) describing the tenant; the built-in Contoso demo
+        /// tenant when absent.
+        #[arg(long, value_name = "FILE")]
+        seed: Option<PathBuf>,
+        /// Print the demo app's credentials as JSON and exit.
+        #[arg(long)]
+        print_credentials: bool,
+    },
     /// Create an ed25519 key pair (PEM), for signing modules or receipts.
     Keygen {
         /// Write the private key to PREFIX.pem and the public key to PREFIX.pub.pem.
@@ -158,6 +172,12 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> Result<u8, CliError> {
     match cli.command {
         Command::Keygen { out } => keygen(&out),
+        #[cfg(feature = "sim")]
+        Command::Sim {
+            port,
+            seed,
+            print_credentials,
+        } => sim(port, seed.as_deref(), print_credentials),
         Command::Policy(command) => match command {
             PolicyCommand::Build {
                 crate_dir,
@@ -340,6 +360,45 @@ fn policy_verify(public: &Path, module: &Path, sig: Option<PathBuf>) -> Result<u
             Ok(EXIT_FAILED)
         }
     }
+}
+
+/// The emulator's default port.
+#[cfg(feature = "sim")]
+pub const DEFAULT_SIM_PORT: u16 = 7710;
+
+#[cfg(feature = "sim")]
+fn sim(port: u16, seed: Option<&Path>, print_credentials: bool) -> Result<u8, CliError> {
+    use crate::sim;
+
+    let now = time::OffsetDateTime::now_utc();
+    let tenant = match seed {
+        Some(path) => sim::seed::from_json(&read_text(path)?, now)
+            .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?,
+        None => sim::seed::demo(now).map_err(|e| CliError::new(e.to_string()))?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .map_err(|e| CliError::new(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| CliError::new(e.to_string()))?;
+        if print_credentials {
+            let key = sim::SigningKey::well_known().map_err(CliError::new)?;
+            let state = sim::Sim::new(tenant, format!("http://{addr}"), key);
+            println!("{}", sim::credentials(&state));
+            return Ok(EXIT_OK);
+        }
+        let running = sim::spawn(listener, tenant).map_err(|e| CliError::new(e.to_string()))?;
+        println!("latchkey sim listening on {}", running.base_url());
+        println!("{}", sim::credentials(&running.sim));
+        let _ = tokio::signal::ctrl_c().await;
+        Ok(EXIT_OK)
+    })
 }
 
 fn keygen(prefix: &Path) -> Result<u8, CliError> {

@@ -9,12 +9,16 @@
 //! * [`config`]: the validated configuration.
 //! * [`keys`]: ed25519 keys and key ids.
 //! * [`tenant`]: tenant identity.
+//! * [`sim`]: the Entra ID and Microsoft Graph emulator (`latchkey sim`), which
+//!   the rest never imports: they meet over HTTP only.
 //! * [`cli`]: the `latchkey` command.
 
 pub mod cli;
 pub mod config;
 pub mod keys;
 pub mod policy;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod tenant;
 
 #[doc(no_inline)]

@@ -6,3 +6,6 @@ mod hostile;
 mod policies;
 mod registry;
 mod reproducible;
+mod sim_graph;
+mod sim_identity;
+mod sim_methods;

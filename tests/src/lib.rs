@@ -124,3 +124,75 @@ pub fn componentize(wat: &str) -> Vec<u8> {
         .encode()
         .unwrap()
 }
+
+/// A running emulator on a free loopback port, with the demo tenant, and an
+/// HTTP client for it.
+pub struct TestSim {
+    /// `http://127.0.0.1:PORT`.
+    pub base_url: String,
+    /// The emulator's state, for tests that look behind the HTTP surface
+    /// (the outbox, the clock).
+    pub sim: latchkey::sim::Sim,
+    /// An HTTP client.
+    pub client: reqwest::Client,
+}
+
+impl TestSim {
+    /// Starts the demo tenant. Call from a `#[tokio::test]`.
+    pub async fn start() -> TestSim {
+        let tenant = latchkey::sim::seed::demo(time::OffsetDateTime::now_utc()).unwrap();
+        TestSim::start_with(tenant).await
+    }
+
+    /// Starts `tenant`.
+    pub async fn start_with(tenant: latchkey::sim::Tenant) -> TestSim {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let running = latchkey::sim::spawn(listener, tenant).unwrap();
+        TestSim {
+            base_url: running.base_url(),
+            sim: running.sim,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// `{base}/v1.0{path}`.
+    pub fn graph(&self, path: &str) -> String {
+        format!("{}/v1.0{path}", self.base_url)
+    }
+
+    /// The demo app's credentials: (tenant id, client id, client secret).
+    pub fn app(&self) -> (String, String, String) {
+        let tenant = self.sim.tenant();
+        let app = &tenant.apps[0];
+        (
+            tenant.id.clone(),
+            app.client_id.clone(),
+            app.client_secret.clone(),
+        )
+    }
+
+    /// An app-only Graph token for the demo app, from the token endpoint.
+    pub async fn app_token(&self) -> String {
+        let (tenant, client_id, secret) = self.app();
+        self.token_for(&tenant, &client_id, &secret).await
+    }
+
+    /// An app-only Graph token for any app of the tenant.
+    pub async fn token_for(&self, tenant: &str, client_id: &str, secret: &str) -> String {
+        let response = self
+            .client
+            .post(format!("{}/{tenant}/oauth2/v2.0/token", self.base_url))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", client_id),
+                ("client_secret", secret),
+                ("scope", "https://graph.microsoft.com/.default"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "token request failed");
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+}

@@ -1,0 +1,435 @@
+//! The emulated tenant: everything the emulator knows, as plain data.
+//!
+//! The same types are the seed format (see [`crate::sim::seed`]): a seed is a
+//! JSON document of a [`Tenant`], and fields marked "runtime" are never read
+//! from a seed; they start empty and change as the emulator is used.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+/// One Entra tenant.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tenant {
+    /// The tenant's GUID.
+    pub id: String,
+    /// Its short name, usable in URLs instead of the GUID (`contoso`).
+    pub name: String,
+    /// A display name (`Contoso`).
+    pub display_name: String,
+    /// The default verified domain (`contoso.com`).
+    pub domain: String,
+    /// Lockout, password and permission behaviour.
+    #[serde(default)]
+    pub settings: Settings,
+    /// App registrations that may get tokens.
+    #[serde(default)]
+    pub apps: Vec<App>,
+    /// Users.
+    #[serde(default)]
+    pub users: Vec<User>,
+    /// Groups (security or Microsoft 365); may be members of other groups.
+    #[serde(default)]
+    pub groups: Vec<Group>,
+    /// Devices.
+    #[serde(default)]
+    pub devices: Vec<Device>,
+    /// Conditional Access policies, as Graph returns them (`id`, `displayName`,
+    /// `state`, `conditions`, `grantControls`, ...). Read-only.
+    #[serde(default)]
+    pub conditional_access_policies: Vec<Value>,
+    /// Domains, with their password expiry settings.
+    #[serde(default)]
+    pub domains: Vec<Domain>,
+    /// Sign-in log (runtime; seeded sign-ins come from each user's `sign_ins`).
+    #[serde(skip)]
+    pub sign_ins: Vec<SignIn>,
+    /// Directory audit log (runtime).
+    #[serde(skip)]
+    pub audits: Vec<Value>,
+    /// Mail sent with `sendMail` (runtime), newest last.
+    #[serde(skip)]
+    pub outbox: Vec<Value>,
+}
+
+/// Tenant-wide behaviour.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Failed sign-ins (with distinct wrong passwords) before smart lockout. Entra: 10.
+    pub lockout_threshold: u32,
+    /// How long the first lockout lasts, in seconds. Entra: 60. Each further
+    /// lockout of the same user doubles it.
+    pub lockout_duration_seconds: u64,
+    /// Whether an app needs a directory role (User Administrator or higher)
+    /// besides `User-PasswordProfile.ReadWrite.All` to set passwords, as
+    /// Learn currently documents. Default true.
+    pub app_password_reset_requires_role: bool,
+    /// Minimum password length for `passwordProfile` (Entra: 8).
+    pub password_min_length: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            lockout_threshold: 10,
+            lockout_duration_seconds: 60,
+            app_password_reset_requires_role: true,
+            password_min_length: 8,
+        }
+    }
+}
+
+/// An app registration (and its service principal).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct App {
+    /// The application (client) id.
+    pub client_id: String,
+    /// Display name.
+    pub display_name: String,
+    /// The client secret.
+    pub client_secret: String,
+    /// Application permissions granted (Graph app roles, e.g. `User.Read.All`).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Directory role template ids assigned to the app's service principal.
+    #[serde(default)]
+    pub directory_roles: Vec<String>,
+    /// Redirect URIs allowed in the authorization code flow.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// Delegated scopes users have consented to (for the `scp` claim).
+    #[serde(default)]
+    pub delegated_scopes: Vec<String>,
+}
+
+/// A user.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// Object id (GUID).
+    pub id: String,
+    /// `userPrincipalName`.
+    pub user_principal_name: String,
+    /// `displayName`.
+    pub display_name: String,
+    /// `givenName`.
+    #[serde(default)]
+    pub given_name: Option<String>,
+    /// `surname`.
+    #[serde(default)]
+    pub surname: Option<String>,
+    /// `mail`.
+    #[serde(default)]
+    pub mail: Option<String>,
+    /// `jobTitle`.
+    #[serde(default)]
+    pub job_title: Option<String>,
+    /// `department`.
+    #[serde(default)]
+    pub department: Option<String>,
+    /// `officeLocation`.
+    #[serde(default)]
+    pub office_location: Option<String>,
+    /// `mobilePhone`.
+    #[serde(default)]
+    pub mobile_phone: Option<String>,
+    /// `userType`: `Member` or `Guest`.
+    #[serde(default = "member")]
+    pub user_type: String,
+    /// `accountEnabled`.
+    #[serde(default = "yes")]
+    pub account_enabled: bool,
+    /// `onPremisesSyncEnabled` (null when cloud-only).
+    #[serde(default)]
+    pub on_premises_sync_enabled: Option<bool>,
+    /// Object id or UPN of the manager.
+    #[serde(default)]
+    pub manager: Option<String>,
+    /// The current password (to simulate sign-ins). Never returned by Graph.
+    pub password: String,
+    /// `lastPasswordChangeDateTime`.
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_password_change: OffsetDateTime,
+    /// `passwordPolicies` (`None`, `DisablePasswordExpiration`, ...).
+    #[serde(default = "none_policy")]
+    pub password_policies: String,
+    /// `createdDateTime`.
+    #[serde(default = "epoch", with = "time::serde::rfc3339")]
+    pub created: OffsetDateTime,
+    /// Object ids of the groups the user is a direct member of.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Directory role template ids assigned to the user.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Registered authentication methods, besides the password.
+    #[serde(default)]
+    pub methods: Vec<Method>,
+    /// Sign-ins to put in the log at start-up, relative to the start.
+    #[serde(default)]
+    pub sign_ins: Vec<SeedSignIn>,
+    /// Runtime: `forceChangePasswordNextSignIn` of the last reset.
+    #[serde(skip)]
+    pub force_change_password: bool,
+    /// Runtime: `signInSessionsValidFromDateTime`.
+    #[serde(skip)]
+    pub sessions_valid_from: Option<OffsetDateTime>,
+    /// Runtime: smart lockout state.
+    #[serde(skip)]
+    pub lockout: Lockout,
+}
+
+fn member() -> String {
+    "Member".to_owned()
+}
+fn yes() -> bool {
+    true
+}
+fn none_policy() -> String {
+    "None".to_owned()
+}
+fn epoch() -> OffsetDateTime {
+    OffsetDateTime::UNIX_EPOCH
+}
+
+/// Smart lockout state of one user.
+#[derive(Clone, Debug, Default)]
+pub struct Lockout {
+    /// Failed attempts counted toward the threshold.
+    pub failures: u32,
+    /// The last three distinct wrong passwords (repeats do not count).
+    pub recent_wrong: Vec<String>,
+    /// Locked until this instant.
+    pub locked_until: Option<OffsetDateTime>,
+    /// How many times the user has been locked (each doubles the duration).
+    pub times_locked: u32,
+}
+
+/// A registered authentication method.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+pub enum Method {
+    /// Microsoft Authenticator.
+    MicrosoftAuthenticator {
+        /// Method id; generated when absent.
+        #[serde(default)]
+        id: Option<String>,
+        /// Device name.
+        display_name: String,
+        /// App version.
+        #[serde(default)]
+        phone_app_version: Option<String>,
+    },
+    /// A phone.
+    Phone {
+        /// `+1 4255550100`.
+        phone_number: String,
+        /// `mobile`, `alternateMobile` or `office` (the id follows from it).
+        phone_type: String,
+    },
+    /// The SSPR email address.
+    Email {
+        /// The address.
+        email_address: String,
+    },
+    /// A FIDO2 key.
+    Fido2 {
+        /// Method id; generated when absent.
+        #[serde(default)]
+        id: Option<String>,
+        /// Key name.
+        display_name: String,
+    },
+    /// A Temporary Access Pass (runtime: created through Graph).
+    #[serde(skip)]
+    TemporaryAccessPass(Tap),
+}
+
+/// A Temporary Access Pass as stored (the secret only as created).
+#[derive(Clone, Debug)]
+pub struct Tap {
+    /// Method id.
+    pub id: String,
+    /// The pass itself; Graph returns it only in the creation response.
+    pub secret: String,
+    /// Created.
+    pub created: OffsetDateTime,
+    /// Valid from.
+    pub start: OffsetDateTime,
+    /// Lifetime in minutes.
+    pub lifetime_minutes: u32,
+    /// One-time use.
+    pub usable_once: bool,
+    /// Already used (one-time passes).
+    pub used: bool,
+}
+
+/// A sign-in to seed, relative to the emulator's start.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedSignIn {
+    /// How long before start-up it happened.
+    pub minutes_ago: u32,
+    /// `status.errorCode` (0 for success).
+    #[serde(default)]
+    pub error_code: u32,
+    /// Display names of Conditional Access policies that applied (with
+    /// `failure` when error_code is 530xx, else `success`).
+    #[serde(default)]
+    pub ca_policies: Vec<String>,
+    /// The app signed in to.
+    #[serde(default = "default_app")]
+    pub app: String,
+    /// The client IP address.
+    #[serde(default = "default_ip")]
+    pub ip_address: String,
+}
+
+fn default_app() -> String {
+    "Office 365 Exchange Online".to_owned()
+}
+fn default_ip() -> String {
+    "203.0.113.24".to_owned()
+}
+
+/// One sign-in log record, as stored.
+#[derive(Clone, Debug)]
+pub struct SignIn {
+    /// Record id.
+    pub id: String,
+    /// When.
+    pub created: OffsetDateTime,
+    /// The user's object id.
+    pub user_id: String,
+    /// The user's UPN.
+    pub user_principal_name: String,
+    /// The user's display name.
+    pub user_display_name: String,
+    /// App display name.
+    pub app_display_name: String,
+    /// Client IP.
+    pub ip_address: String,
+    /// `status.errorCode`.
+    pub error_code: u32,
+    /// Applied Conditional Access policies: (id, displayName, result).
+    pub ca_policies: Vec<(String, String, String)>,
+}
+
+/// A group.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    /// Object id.
+    pub id: String,
+    /// Display name.
+    pub display_name: String,
+    /// `securityEnabled`.
+    #[serde(default = "yes")]
+    pub security_enabled: bool,
+    /// `mailEnabled`.
+    #[serde(default)]
+    pub mail_enabled: bool,
+    /// Groups this group is a direct member of (for `transitiveMemberOf`).
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// A device.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    /// Object id.
+    pub id: String,
+    /// `deviceId`.
+    pub device_id: String,
+    /// Display name.
+    pub display_name: String,
+    /// `operatingSystem`.
+    pub operating_system: String,
+    /// `operatingSystemVersion`.
+    #[serde(default)]
+    pub operating_system_version: Option<String>,
+    /// `trustType`: `Workplace`, `AzureAd` or `ServerAd`.
+    pub trust_type: String,
+    /// `isCompliant`.
+    #[serde(default)]
+    pub is_compliant: Option<bool>,
+    /// `isManaged`.
+    #[serde(default)]
+    pub is_managed: Option<bool>,
+    /// Object id of the owner.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Object ids of registered users.
+    #[serde(default)]
+    pub registered_users: Vec<String>,
+}
+
+/// A domain.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Domain {
+    /// The domain name, its id.
+    pub id: String,
+    /// `isDefault`.
+    #[serde(default)]
+    pub is_default: bool,
+    /// `authenticationType`: `Managed` or `Federated`.
+    #[serde(default = "managed")]
+    pub authentication_type: String,
+    /// `passwordValidityPeriodInDays`.
+    #[serde(default)]
+    pub password_validity_period_in_days: Option<u32>,
+    /// `passwordNotificationWindowInDays`.
+    #[serde(default)]
+    pub password_notification_window_in_days: Option<u32>,
+}
+
+fn managed() -> String {
+    "Managed".to_owned()
+}
+
+/// Well-known role template ids (tenant-independent).
+pub mod roles {
+    /// Global Administrator.
+    pub const GLOBAL_ADMINISTRATOR: &str = "62e90394-69f5-4237-9190-012177145e10";
+    /// Privileged Role Administrator.
+    pub const PRIVILEGED_ROLE_ADMINISTRATOR: &str = "e8611ab8-c189-46e8-94e1-60213ab1f814";
+    /// Privileged Authentication Administrator.
+    pub const PRIVILEGED_AUTHENTICATION_ADMINISTRATOR: &str =
+        "7be44c8a-adaf-4e2a-84d6-ab2649e08a13";
+    /// Authentication Administrator.
+    pub const AUTHENTICATION_ADMINISTRATOR: &str = "c4e39bd9-1100-46d3-8c65-fb160da0071f";
+    /// User Administrator.
+    pub const USER_ADMINISTRATOR: &str = "fe930be7-5e62-47db-91af-98c3a49a38b1";
+    /// Helpdesk Administrator.
+    pub const HELPDESK_ADMINISTRATOR: &str = "729827e3-9c14-49f7-bb1b-9608f156bbb8";
+    /// Password Administrator.
+    pub const PASSWORD_ADMINISTRATOR: &str = "966707d0-3269-4727-9be2-8c3a10f19b9d";
+    /// Security Administrator.
+    pub const SECURITY_ADMINISTRATOR: &str = "194ae4cb-b126-40b2-bd5b-6091b380977d";
+    /// Conditional Access Administrator.
+    pub const CONDITIONAL_ACCESS_ADMINISTRATOR: &str = "b1be1c3e-b65d-4f19-8427-f6fa0d97feb9";
+    /// Global Reader.
+    pub const GLOBAL_READER: &str = "f2ef992c-3afb-46b9-b7cf-a126ee74c451";
+
+    /// Display name of a role template id, for role definitions.
+    pub fn display_name(template_id: &str) -> &'static str {
+        match template_id {
+            GLOBAL_ADMINISTRATOR => "Global Administrator",
+            PRIVILEGED_ROLE_ADMINISTRATOR => "Privileged Role Administrator",
+            PRIVILEGED_AUTHENTICATION_ADMINISTRATOR => "Privileged Authentication Administrator",
+            AUTHENTICATION_ADMINISTRATOR => "Authentication Administrator",
+            USER_ADMINISTRATOR => "User Administrator",
+            HELPDESK_ADMINISTRATOR => "Helpdesk Administrator",
+            PASSWORD_ADMINISTRATOR => "Password Administrator",
+            SECURITY_ADMINISTRATOR => "Security Administrator",
+            CONDITIONAL_ACCESS_ADMINISTRATOR => "Conditional Access Administrator",
+            GLOBAL_READER => "Global Reader",
+            _ => "Directory role",
+        }
+    }
+}

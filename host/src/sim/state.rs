@@ -1,0 +1,191 @@
+//! The emulator's shared state: the tenant, its signing key, a clock that
+//! tests can move, and the faults to inject.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::sim::identity::SigningKey;
+use crate::sim::model::{Tenant, User};
+
+/// A fault to inject on matching requests.
+#[derive(Clone, Debug)]
+pub struct Fault {
+    /// Requests whose path starts with this (after `/v1.0`), or every request when empty.
+    pub path_prefix: String,
+    /// Respond with this status instead (429, 503, ...), if set.
+    pub status: Option<u16>,
+    /// The `Retry-After` header to send with it, in seconds (may be fractional).
+    pub retry_after: Option<String>,
+    /// Delay every matching response by this much.
+    pub latency: Duration,
+    /// How many more requests it applies to (`None`: until cleared).
+    pub remaining: Option<u32>,
+}
+
+/// Shared, cheaply cloned handle to the emulator's state.
+#[derive(Clone)]
+pub struct Sim(Arc<Inner>);
+
+struct Inner {
+    base_url: String,
+    key: SigningKey,
+    tenant: Mutex<Tenant>,
+    clock_offset: Mutex<time::Duration>,
+    faults: Mutex<Vec<Fault>>,
+    /// Authorization codes issued and not yet redeemed.
+    codes: Mutex<HashMap<String, Value>>,
+}
+
+impl Sim {
+    /// State for `tenant`, served at `base_url` (`http://127.0.0.1:PORT`).
+    pub fn new(tenant: Tenant, base_url: String, key: SigningKey) -> Sim {
+        Sim(Arc::new(Inner {
+            base_url,
+            key,
+            tenant: Mutex::new(tenant),
+            clock_offset: Mutex::new(time::Duration::ZERO),
+            faults: Mutex::new(Vec::new()),
+            codes: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The server's base URL, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.0.base_url
+    }
+
+    /// The Graph base URL (`{base}/v1.0`).
+    pub fn graph_base(&self) -> String {
+        format!("{}/v1.0", self.0.base_url)
+    }
+
+    /// The token signing key.
+    pub fn key(&self) -> &SigningKey {
+        &self.0.key
+    }
+
+    /// The tenant, locked. Hold it briefly: never across an `.await`.
+    pub fn tenant(&self) -> MutexGuard<'_, Tenant> {
+        self.0.tenant.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The emulator's notion of now: the wall clock plus whatever tests
+    /// advanced it by.
+    pub fn now(&self) -> OffsetDateTime {
+        let offset = *self
+            .0
+            .clock_offset
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        OffsetDateTime::now_utc() + offset
+    }
+
+    /// Moves the emulator's clock forward.
+    pub fn advance_clock(&self, by: time::Duration) {
+        let mut offset = self
+            .0
+            .clock_offset
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *offset += by;
+    }
+
+    /// The faults currently configured.
+    pub fn faults(&self) -> MutexGuard<'_, Vec<Fault>> {
+        self.0.faults.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Pending authorization codes.
+    pub fn codes(&self) -> MutexGuard<'_, HashMap<String, Value>> {
+        self.0.codes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Tenant {
+    /// True when `name` is this tenant's GUID or short name (case-insensitive),
+    /// or one of its domains.
+    pub fn is_named(&self, name: &str) -> bool {
+        name.eq_ignore_ascii_case(&self.id)
+            || name.eq_ignore_ascii_case(&self.name)
+            || name.eq_ignore_ascii_case(&self.domain)
+    }
+
+    /// The index of the user with this object id or UPN (UPNs compare
+    /// ignoring case).
+    pub fn user_index(&self, id_or_upn: &str) -> Option<usize> {
+        self.users.iter().position(|u| {
+            u.id.eq_ignore_ascii_case(id_or_upn)
+                || u.user_principal_name.eq_ignore_ascii_case(id_or_upn)
+        })
+    }
+
+    /// The user with this object id or UPN.
+    pub fn user(&self, id_or_upn: &str) -> Option<&User> {
+        self.user_index(id_or_upn).map(|i| &self.users[i])
+    }
+
+    /// Appends a directory audit entry as Graph writes it for an app-initiated
+    /// change to a user.
+    #[allow(clippy::too_many_arguments)]
+    pub fn audit(
+        &mut self,
+        now: OffsetDateTime,
+        app: (&str, &str),
+        category: &str,
+        activity: &str,
+        operation: &str,
+        target: &User,
+        modified: Vec<Value>,
+        result_reason: &str,
+    ) {
+        let (app_id, app_name) = app;
+        self.audits.push(json!({
+            "id": format!("Directory_{}", uuid::Uuid::new_v4()),
+            "category": category,
+            "correlationId": uuid::Uuid::new_v4().to_string(),
+            "result": "success",
+            "resultReason": result_reason,
+            "activityDisplayName": activity,
+            "activityDateTime": rfc3339(now),
+            "loggedByService": if category == "UserManagement" { "Core Directory" } else { "Authentication Methods" },
+            "operationType": operation,
+            "initiatedBy": {
+                "user": null,
+                "app": {
+                    "appId": app_id,
+                    "displayName": app_name,
+                    "servicePrincipalId": app_id,
+                    "servicePrincipalName": app_name,
+                }
+            },
+            "targetResources": [{
+                "id": target.id,
+                "displayName": target.display_name,
+                "type": "User",
+                "userPrincipalName": target.user_principal_name,
+                "groupType": null,
+                "modifiedProperties": modified,
+            }],
+            "additionalDetails": [],
+        }));
+    }
+}
+
+/// RFC 3339 with seven fractional digits and `Z`, as Graph writes instants.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:07}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond() / 100
+    )
+}
