@@ -150,9 +150,14 @@ pub struct User {
     pub manager: Option<String>,
     /// The current password (to simulate sign-ins). Never returned by Graph.
     pub password: String,
-    /// `lastPasswordChangeDateTime`.
-    #[serde(with = "time::serde::rfc3339")]
+    /// `lastPasswordChangeDateTime`. A seed gives it or `password_age_days`.
+    #[serde(default = "epoch", with = "time::serde::rfc3339")]
     pub last_password_change: OffsetDateTime,
+    /// Seed only: the password was last changed this many days before
+    /// start-up (overrides `last_password_change`), so that a seed's password
+    /// ages stay the same whenever it is loaded.
+    #[serde(default, skip_serializing)]
+    pub password_age_days: Option<u32>,
     /// `passwordPolicies` (`None`, `DisablePasswordExpiration`, ...).
     #[serde(default = "none_policy")]
     pub password_policies: String,
@@ -249,7 +254,8 @@ pub enum Method {
 }
 
 /// A Temporary Access Pass as stored (the secret only as created).
-#[derive(Clone, Debug)]
+/// `Debug` leaves the secret out.
+#[derive(Clone)]
 pub struct Tap {
     /// Method id.
     pub id: String,
@@ -265,6 +271,20 @@ pub struct Tap {
     pub usable_once: bool,
     /// Already used (one-time passes).
     pub used: bool,
+}
+
+impl std::fmt::Debug for Tap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tap")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .field("created", &self.created)
+            .field("start", &self.start)
+            .field("lifetime_minutes", &self.lifetime_minutes)
+            .field("usable_once", &self.usable_once)
+            .field("used", &self.used)
+            .finish()
+    }
 }
 
 /// A sign-in to seed, relative to the emulator's start.

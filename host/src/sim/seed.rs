@@ -56,6 +56,14 @@ fn validate(tenant: &Tenant) -> Result<(), SeedError> {
                 user.user_principal_name
             ));
         }
+        if user.password_age_days.is_none()
+            && user.last_password_change == OffsetDateTime::UNIX_EPOCH
+        {
+            return invalid(format!(
+                "{} needs last_password_change (a date) or password_age_days",
+                user.user_principal_name
+            ));
+        }
         if !user.user_principal_name.contains('@') {
             return invalid(format!(
                 "{} is not a user principal name (name@domain)",
@@ -125,8 +133,8 @@ fn validate(tenant: &Tenant) -> Result<(), SeedError> {
     Ok(())
 }
 
-/// Fills in what a seed leaves implicit: method ids, and the sign-in log from
-/// each user's relative sign-ins, newest first.
+/// Fills in what a seed leaves implicit: method ids, password dates given as
+/// ages, and the sign-in log from each user's relative sign-ins, newest first.
 fn prepare(tenant: &mut Tenant, now: OffsetDateTime) {
     let policies: Vec<(String, String)> = tenant
         .conditional_access_policies
@@ -146,6 +154,9 @@ fn prepare(tenant: &mut Tenant, now: OffsetDateTime) {
         .collect();
     let mut log = Vec::new();
     for user in &mut tenant.users {
+        if let Some(days) = user.password_age_days {
+            user.last_password_change = now - time::Duration::days(i64::from(days));
+        }
         for method in &mut user.methods {
             match method {
                 Method::MicrosoftAuthenticator { id, .. } | Method::Fido2 { id, .. }
@@ -184,7 +195,7 @@ fn prepare(tenant: &mut Tenant, now: OffsetDateTime) {
             });
         }
     }
-    log.sort_by(|a, b| b.created.cmp(&a.created));
+    log.sort_by_key(|s| std::cmp::Reverse(s.created));
     tenant.sign_ins = log;
     let _ = json!(null);
 }
@@ -208,5 +219,198 @@ mod tests {
         value["users"][0]["manager"] = json!("nobody@example.com");
         let err = from_json(&value.to_string(), OffsetDateTime::now_utc()).unwrap_err();
         assert!(err.to_string().contains("nobody@example.com"), "{err}");
+        let mut value: serde_json::Value = serde_json::from_str(DEMO).unwrap();
+        value["users"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("password_age_days");
+        let err = from_json(&value.to_string(), OffsetDateTime::now_utc()).unwrap_err();
+        assert!(err.to_string().contains("password_age_days"), "{err}");
+    }
+
+    #[test]
+    fn password_ages_are_relative_to_start_up() {
+        let now = OffsetDateTime::now_utc();
+        let tenant = demo(now).unwrap();
+        let grady = tenant.user("grady.archie@contoso.com").unwrap();
+        assert_eq!(
+            (now - grady.last_password_change).whole_days(),
+            i64::from(grady.password_age_days.unwrap())
+        );
+    }
+
+    /// The README's cast: each of DESIGN.md's seven situations, as the
+    /// investigator would recognise it from the seed.
+    #[test]
+    fn the_demo_seed_puts_each_of_the_seven_situations_in_place() {
+        use crate::sim::control::password_expired;
+        use crate::sim::model::{User, roles};
+
+        let now = OffsetDateTime::now_utc();
+        let tenant = demo(now).unwrap();
+        // The user's sign-ins of the last hour, newest first.
+        let recent = |u: &User| -> Vec<&SignIn> {
+            tenant
+                .sign_ins
+                .iter()
+                .filter(|s| s.user_id == u.id && now - s.created < time::Duration::hours(1))
+                .collect()
+        };
+        let codes = |u: &User| -> Vec<u32> { recent(u).iter().map(|s| s.error_code).collect() };
+        let authenticator = |u: &User| {
+            u.methods
+                .iter()
+                .any(|m| matches!(m, Method::MicrosoftAuthenticator { .. }))
+        };
+        let blocking_policy = |name: &str| {
+            tenant.conditional_access_policies.iter().any(|p| {
+                p["displayName"] == name
+                    && p["state"] == "enabled"
+                    && p["grantControls"]["builtInControls"]
+                        .as_array()
+                        .is_some_and(|c| c.iter().any(|c| c == "block"))
+            })
+        };
+        type Situation<'a> = (&'a str, &'a str, Box<dyn Fn(&User) -> bool + 'a>);
+        let situations: Vec<Situation> = vec![
+            (
+                "1 forgot password, MFA available",
+                "adele.vance@contoso.com",
+                Box::new(|u| {
+                    let c = codes(u);
+                    authenticator(u) && c.len() >= 2 && c.iter().all(|&c| c == 50126)
+                }),
+            ),
+            (
+                "2 lost MFA device",
+                "alex.wilber@contoso.com",
+                Box::new(|u| {
+                    let c = codes(u);
+                    authenticator(u)
+                        && c.iter().filter(|&&c| c == 500121).count() >= 2
+                        && !c.contains(&0)
+                }),
+            ),
+            (
+                "3 locked out",
+                "henrietta.mueller@contoso.com",
+                Box::new(|u| {
+                    let c = codes(u);
+                    c.first() == Some(&50053)
+                        && c.iter().filter(|&&c| c == 50126).count() >= 5
+                        && u.on_premises_sync_enabled != Some(true)
+                }),
+            ),
+            (
+                "4 password expired",
+                "grady.archie@contoso.com",
+                Box::new(|u| {
+                    password_expired(&tenant, u, now)
+                        && codes(u).first() == Some(&50055)
+                        && u.on_premises_sync_enabled != Some(true)
+                }),
+            ),
+            (
+                "5 blocked by Conditional Access",
+                "lidia.holloway@contoso.com",
+                Box::new(|u| {
+                    recent(u).iter().any(|s| {
+                        s.error_code == 53003
+                            && s.ca_policies.iter().any(|(_, name, result)| {
+                                result == "failure" && blocking_policy(name)
+                            })
+                    })
+                }),
+            ),
+            (
+                "6 a contractor someone else asks for",
+                "lee.gu@contoso.com",
+                Box::new(|u| {
+                    u.department.as_deref() == Some("Contractors")
+                        && u.user_type == "Member"
+                        && u.account_enabled
+                        && u.manager.is_some()
+                }),
+            ),
+            (
+                "7 just mistyped",
+                "megan.bowen@contoso.com",
+                Box::new(|u| codes(u) == [0, 50126]),
+            ),
+        ];
+        for (situation, upn, shows) in &situations {
+            let user = tenant.user(upn).unwrap();
+            assert!(shows(user), "{upn} should show situation {situation}");
+            assert!(user.account_enabled, "{upn}");
+        }
+        // Nobody else's password has expired, whenever the seed is loaded.
+        for user in &tenant.users {
+            assert_eq!(
+                password_expired(&tenant, user, now),
+                user.user_principal_name == "grady.archie@contoso.com",
+                "{}",
+                user.user_principal_name
+            );
+        }
+
+        // The accounts that are facts rather than situations.
+        let privileged = |role: &str| {
+            tenant
+                .users
+                .iter()
+                .any(|u| u.roles.iter().any(|r| r == role) && authenticator(u))
+        };
+        assert!(privileged(roles::GLOBAL_ADMINISTRATOR));
+        assert!(privileged(roles::USER_ADMINISTRATOR));
+        assert!(tenant.users.iter().any(|u| !u.account_enabled));
+        let synced = tenant
+            .users
+            .iter()
+            .find(|u| u.on_premises_sync_enabled == Some(true))
+            .unwrap();
+        assert_eq!(codes(synced).first(), Some(&50053), "a hybrid lockout");
+        let chain = |u: &User| {
+            let mut depth = 0;
+            let mut next = u.manager.clone();
+            while let Some(manager) = next.and_then(|m| tenant.user(&m)) {
+                depth += 1;
+                next = manager.manager.clone();
+            }
+            depth
+        };
+        assert!(
+            tenant.users.iter().any(|u| chain(u) >= 2),
+            "a manager chain"
+        );
+        let with_email = tenant
+            .users
+            .iter()
+            .filter(|u| u.methods.iter().any(|m| matches!(m, Method::Email { .. })))
+            .count();
+        assert!(with_email >= 2);
+        let trust: HashSet<&str> = tenant
+            .devices
+            .iter()
+            .map(|d| d.trust_type.as_str())
+            .collect();
+        assert_eq!(trust.len(), 3, "{trust:?}");
+        let nested = tenant.groups.iter().any(|g| {
+            g.groups.iter().any(|p| {
+                tenant
+                    .groups
+                    .iter()
+                    .any(|q| q.id == *p && !q.groups.is_empty())
+            })
+        });
+        assert!(nested, "a group nested two levels deep");
+        for name in ["All Staff", "Finance", "IT Service Desk"] {
+            assert!(
+                tenant.groups.iter().any(|g| g.display_name == name),
+                "{name}"
+            );
+        }
+        for user in &tenant.users {
+            assert!(user.job_title.is_some() && user.department.is_some() && user.mail.is_some());
+        }
     }
 }
