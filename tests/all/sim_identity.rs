@@ -781,3 +781,102 @@ async fn form_post_sends_the_code_in_a_self_submitting_form() {
     assert!(html.contains(r#"name="code""#));
     assert!(html.contains(r#"name="state" value="state-123""#));
 }
+
+#[tokio::test]
+async fn expired_foreign_and_tampered_tokens_are_401_with_the_envelope() {
+    let sim = TestSim::start().await;
+    let token = sim.app_token().await;
+    let get = |token: String| {
+        let client = sim.client.clone();
+        let url = sim.graph("/users/adele.vance@contoso.com");
+        async move {
+            let response = client.get(url).bearer_auth(token).send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    assert_eq!(get(token.clone()).await.0, 200);
+
+    // Tampered: one character of the signature changed.
+    let mut tampered = token.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    let (status, body) = get(tampered).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["code"], "InvalidAuthenticationToken");
+
+    // Signed by another key: a token we sign ourselves with a fresh RSA key.
+    let foreign = {
+        let pem = include_str!("../fixtures/foreign-rsa-key.pem");
+        let key = latchkey::sim::SigningKey::from_pem(pem.as_bytes()).unwrap();
+        let claims: serde_json::Value =
+            serde_json::from_slice(&base64_url_decode(token.split('.').nth(1).unwrap())).unwrap();
+        key.sign(&claims).unwrap()
+    };
+    let (status, body) = get(foreign).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "InvalidAuthenticationToken");
+
+    // Expired: the emulator's clock moves past the token's lifetime.
+    sim.sim.advance_clock(time::Duration::seconds(3600));
+    let (status, body) = get(token).await;
+    assert_eq!(status, 401);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{body}"
+    );
+    assert!(body["error"]["innerError"]["request-id"].is_string());
+}
+
+fn base64_url_decode(text: &str) -> Vec<u8> {
+    // A JWT segment is unpadded base64url; decode it without another dependency.
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for c in text.bytes() {
+        let value = alphabet.iter().position(|a| *a == c).unwrap() as u32;
+        bits = (bits << 6) | value;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+            bits &= (1 << count) - 1;
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_huge_body_gets_the_envelope_and_the_server_keeps_serving() {
+    let sim = TestSim::start().await;
+    let token = sim.app_token().await;
+    let huge = format!(
+        "{{\"accountEnabled\": true, \"pad\": \"{}\"}}",
+        "x".repeat(5 << 20)
+    );
+    let response = sim
+        .client
+        .patch(sim.graph("/users/adele.vance@contoso.com"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["error"]["code"].is_string(), "{body}");
+    assert!(body["error"]["innerError"]["request-id"].is_string());
+    let after = sim
+        .client
+        .get(sim.graph("/users/adele.vance@contoso.com"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 200);
+}

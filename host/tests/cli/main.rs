@@ -7,6 +7,7 @@
 mod config;
 mod keys;
 mod policy;
+mod sim;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
