@@ -34,7 +34,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::sim::auth::{Caller, READ_METHODS, WRITE_METHODS, WRITE_TAP};
 use crate::sim::error::GraphError;
 use crate::sim::model::{Method, Tap, Tenant};
-use crate::sim::state::{Sim, rfc3339};
+use crate::sim::state::{Audit, Initiator, Sim, rfc3339};
 
 /// The id Graph gives every user's password method.
 pub const PASSWORD_METHOD_ID: &str = "28c10230-6103-485e-b985-444c60001490";
@@ -343,22 +343,21 @@ fn audit(
         ("Admin deleted security info", "Delete", "deleted")
     };
     let reason = format!("Admin {verb} {} method for user", kind.label());
+    let (id, name) = caller.app();
     tenant.audit(
         now,
-        caller.app(),
-        "UserManagement",
-        activity,
-        operation,
+        Initiator::App { id, name },
         &target,
-        Vec::new(),
-        &reason,
+        Audit {
+            service: "Authentication Methods",
+            category: "UserManagement",
+            activity,
+            operation,
+            result_reason: &reason,
+            modified: Vec::new(),
+            details: Vec::new(),
+        },
     );
-    // The shared helper names the service after the category and says Core
-    // Directory for UserManagement; security-info changes share the category
-    // but are logged by Authentication Methods (graph-api.md §4.1).
-    if let Some(entry) = tenant.audits.last_mut() {
-        entry["loggedByService"] = json!("Authentication Methods");
-    }
 }
 
 /// Checks a request body's optional `@odata.type` (the Python SDK sends it,

@@ -60,7 +60,7 @@ use crate::sim::identity::{
     ACCESS_TOKEN_SECONDS, GRAPH_APP_ID, GRAPH_AUDIENCE, TokenRequest, issuer, oauth_error,
 };
 use crate::sim::model::{App, Method, SignIn, Tenant, User};
-use crate::sim::state::{Sim, rfc3339};
+use crate::sim::state::{Audit, Initiator, Sim, rfc3339};
 
 /// How long an authorization code may be redeemed, in seconds (Entra: 10 minutes).
 pub const CODE_SECONDS: i64 = 600;
@@ -678,35 +678,21 @@ fn change_password(
     user.force_change_password = false;
     user.lockout.failures = 0;
     user.lockout.recent_wrong.clear();
-    let (id, name, upn) = (
-        user.id.clone(),
-        user.display_name.clone(),
-        user.user_principal_name.clone(),
-    );
-    tenant.audits.push(json!({
-        "id": format!("SSGM_{}", uuid::Uuid::new_v4()),
-        "category": "UserManagement",
-        "correlationId": uuid::Uuid::new_v4().to_string(),
-        "result": "success",
-        "resultReason": "User changed password",
-        "activityDisplayName": "Change password (self-service)",
-        "activityDateTime": rfc3339(now),
-        "loggedByService": "Self-service Password Management",
-        "operationType": "Update",
-        "initiatedBy": {
-            "user": {"id": id, "displayName": name, "userPrincipalName": upn, "ipAddress": null},
-            "app": null,
+    let user = user.clone();
+    tenant.audit(
+        now,
+        Initiator::User(&user),
+        &user,
+        Audit {
+            service: "Self-service Password Management",
+            category: "UserManagement",
+            activity: "Change password (self-service)",
+            operation: "Update",
+            result_reason: "User changed password",
+            modified: Vec::new(),
+            details: vec![json!({"key": "AppDisplayName", "value": app_name})],
         },
-        "targetResources": [{
-            "id": id,
-            "displayName": name,
-            "type": "User",
-            "userPrincipalName": upn,
-            "groupType": null,
-            "modifiedProperties": [],
-        }],
-        "additionalDetails": [{"key": "AppDisplayName", "value": app_name}],
-    }));
+    );
 }
 
 /// The first enabled Conditional Access policy that blocks this sign-in

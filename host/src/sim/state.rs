@@ -128,51 +128,86 @@ impl Tenant {
         self.user_index(id_or_upn).map(|i| &self.users[i])
     }
 
-    /// Appends a directory audit entry as Graph writes it for an app-initiated
-    /// change to a user.
-    #[allow(clippy::too_many_arguments)]
+    /// Appends a directory audit entry about `target`, as Graph writes it.
     pub fn audit(
         &mut self,
         now: OffsetDateTime,
-        app: (&str, &str),
-        category: &str,
-        activity: &str,
-        operation: &str,
+        by: Initiator<'_>,
         target: &User,
-        modified: Vec<Value>,
-        result_reason: &str,
+        entry: Audit<'_>,
     ) {
-        let (app_id, app_name) = app;
+        let (prefix, initiated_by) = match by {
+            Initiator::App { id, name } => (
+                "Directory",
+                json!({"user": null, "app": {
+                    "appId": id, "displayName": name,
+                    "servicePrincipalId": id, "servicePrincipalName": name,
+                }}),
+            ),
+            Initiator::User(user) => (
+                "SSGM",
+                json!({"user": {
+                    "id": user.id, "displayName": user.display_name,
+                    "userPrincipalName": user.user_principal_name, "ipAddress": null,
+                }, "app": null}),
+            ),
+        };
         self.audits.push(json!({
-            "id": format!("Directory_{}", uuid::Uuid::new_v4()),
-            "category": category,
+            "id": format!("{prefix}_{}", uuid::Uuid::new_v4()),
+            "category": entry.category,
             "correlationId": uuid::Uuid::new_v4().to_string(),
             "result": "success",
-            "resultReason": result_reason,
-            "activityDisplayName": activity,
+            "resultReason": entry.result_reason,
+            "activityDisplayName": entry.activity,
             "activityDateTime": rfc3339(now),
-            "loggedByService": if category == "UserManagement" { "Core Directory" } else { "Authentication Methods" },
-            "operationType": operation,
-            "initiatedBy": {
-                "user": null,
-                "app": {
-                    "appId": app_id,
-                    "displayName": app_name,
-                    "servicePrincipalId": app_id,
-                    "servicePrincipalName": app_name,
-                }
-            },
+            "loggedByService": entry.service,
+            "operationType": entry.operation,
+            "initiatedBy": initiated_by,
             "targetResources": [{
                 "id": target.id,
                 "displayName": target.display_name,
                 "type": "User",
                 "userPrincipalName": target.user_principal_name,
                 "groupType": null,
-                "modifiedProperties": modified,
+                "modifiedProperties": entry.modified,
             }],
-            "additionalDetails": [],
+            "additionalDetails": entry.details,
         }));
     }
+}
+
+/// Who made a change recorded in the directory audit.
+#[derive(Clone, Copy, Debug)]
+pub enum Initiator<'a> {
+    /// An app, with its client id and display name (app-only tokens).
+    App {
+        /// Client id.
+        id: &'a str,
+        /// Display name.
+        name: &'a str,
+    },
+    /// The user themself (self-service).
+    User(&'a User),
+}
+
+/// What a directory audit entry says.
+#[derive(Clone, Debug)]
+pub struct Audit<'a> {
+    /// The service that logs it: `Core Directory`, `Authentication Methods`,
+    /// `Self-service Password Management`.
+    pub service: &'a str,
+    /// `category`, e.g. `UserManagement`.
+    pub category: &'a str,
+    /// `activityDisplayName`.
+    pub activity: &'a str,
+    /// `operationType`: `Add`, `Update`, `Delete`.
+    pub operation: &'a str,
+    /// `resultReason`.
+    pub result_reason: &'a str,
+    /// The target's `modifiedProperties`.
+    pub modified: Vec<Value>,
+    /// `additionalDetails` (`[{key, value}]`).
+    pub details: Vec<Value>,
 }
 
 /// RFC 3339 with seven fractional digits and `Z`, as Graph writes instants.

@@ -41,7 +41,7 @@ use crate::sim::directory::stable_guid;
 use crate::sim::error::GraphError;
 use crate::sim::model::{Device, Group, Tenant, User, roles};
 use crate::sim::odata::{self, Filterable, Kind, Op, Opt, Query, Resource, Spec};
-use crate::sim::state::{Sim, rfc3339};
+use crate::sim::state::{Audit, Initiator, Sim, rfc3339};
 
 /// The properties Graph v1.0 returns without `$select`.
 pub const DEFAULT_PROPERTIES: &[&str] = &[
@@ -999,21 +999,28 @@ async fn update_user(
         let target = user.clone();
         tenant.audit(
             now,
-            caller.app(),
-            "UserManagement",
-            "Reset password (by admin)",
-            "Update",
+            Initiator::App {
+                id: &caller.app_id,
+                name: &caller.app_name,
+            },
             &target,
-            vec![
-                modified(
-                    "LastPasswordChangeDateTime",
-                    json!(seconds_z(old_change)),
-                    json!(seconds_z(now)),
-                ),
-                modified("ForceChangePassword", json!(old_force), json!(force)),
-                included(&["LastPasswordChangeDateTime", "ForceChangePassword"]),
-            ],
-            "",
+            Audit {
+                service: "Core Directory",
+                category: "UserManagement",
+                activity: "Reset password (by admin)",
+                operation: "Update",
+                result_reason: "",
+                modified: vec![
+                    modified(
+                        "LastPasswordChangeDateTime",
+                        json!(seconds_z(old_change)),
+                        json!(seconds_z(now)),
+                    ),
+                    modified("ForceChangePassword", json!(old_force), json!(force)),
+                    included(&["LastPasswordChangeDateTime", "ForceChangePassword"]),
+                ],
+                details: Vec::new(),
+            },
         );
     }
     if let Some(enabled) = update.account_enabled {
@@ -1023,16 +1030,23 @@ async fn update_user(
         let target = user.clone();
         tenant.audit(
             now,
-            caller.app(),
-            "UserManagement",
-            "Update user",
-            "Update",
+            Initiator::App {
+                id: &caller.app_id,
+                name: &caller.app_name,
+            },
             &target,
-            vec![
-                modified("AccountEnabled", json!(old), json!(enabled)),
-                included(&["AccountEnabled"]),
-            ],
-            "",
+            Audit {
+                service: "Core Directory",
+                category: "UserManagement",
+                activity: "Update user",
+                operation: "Update",
+                result_reason: "",
+                modified: vec![
+                    modified("AccountEnabled", json!(old), json!(enabled)),
+                    included(&["AccountEnabled"]),
+                ],
+                details: Vec::new(),
+            },
         );
     }
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -1055,20 +1069,27 @@ async fn revoke_sessions(
     let target = user.clone();
     tenant.audit(
         now,
-        caller.app(),
-        "UserManagement",
-        "Update StsRefreshTokenValidFrom Timestamp",
-        "Update",
+        Initiator::App {
+            id: &caller.app_id,
+            name: &caller.app_name,
+        },
         &target,
-        vec![
-            modified(
-                "StsRefreshTokenValidFrom",
-                json!(seconds_z(old)),
-                json!(seconds_z(now)),
-            ),
-            included(&["StsRefreshTokenValidFrom"]),
-        ],
-        "",
+        Audit {
+            service: "Core Directory",
+            category: "UserManagement",
+            activity: "Update StsRefreshTokenValidFrom Timestamp",
+            operation: "Update",
+            result_reason: "",
+            modified: vec![
+                modified(
+                    "StsRefreshTokenValidFrom",
+                    json!(seconds_z(old)),
+                    json!(seconds_z(now)),
+                ),
+                included(&["StsRefreshTokenValidFrom"]),
+            ],
+            details: Vec::new(),
+        },
     );
     let body = json!({
         "@odata.context": format!("{}/$metadata#Edm.Boolean", sim.graph_base()),
