@@ -9,10 +9,12 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use latchkey_policy::corpus::Corpus;
 
+use crate::audit::{AuditLog, Report, Scope};
 use crate::config::Config;
 use crate::keys::{self, KeyId};
 use crate::policy::build::{self, BuildOptions};
 use crate::policy::{DiskCache, Limits, ModuleHash, PolicyRegistry, Sandbox, trust};
+use crate::receipt::{self, VerifyError, VerifyingKeys};
 
 /// Exit code: success.
 pub const EXIT_OK: u8 = 0;
@@ -50,6 +52,12 @@ enum Command {
         #[arg(long)]
         print_credentials: bool,
     },
+    /// Check receipts, the host's signatures over allowed actions.
+    #[command(subcommand)]
+    Receipt(ReceiptCommand),
+    /// Verify and export the hash-chained activity log, for auditors.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Create an ed25519 key pair (PEM), for signing modules or receipts.
     Keygen {
         /// Write the private key to PREFIX.pem and the public key to PREFIX.pub.pem.
@@ -118,6 +126,50 @@ enum PolicyCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum ReceiptCommand {
+    /// Check a receipt with only the host's public key, and print what it
+    /// allows. Exit 0 when valid, 1 when not (or expired).
+    Verify {
+        /// The host's public key (PEM); repeat it for keys from before a rotation.
+        #[arg(long = "pub", value_name = "KEY", required = true)]
+        public: Vec<PathBuf>,
+        /// Exit 0 for an authentic receipt that has expired.
+        #[arg(long)]
+        allow_expired: bool,
+        /// The receipt: a DSSE envelope (JSON).
+        receipt: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check every tenant's hash chain: a line per tenant, naming the first
+    /// bad entry of a broken chain; exit 1 if any chain is broken.
+    Verify {
+        /// The audit database (SQLite); opened read-only, never created.
+        #[arg(long, value_name = "FILE")]
+        db: PathBuf,
+    },
+    /// Write every entry as canonical JSON to stdout, one per line, each
+    /// tenant's chain in order, for checking without Latchkey.
+    Export {
+        /// The audit database (SQLite); opened read-only, never created.
+        #[arg(long, value_name = "FILE")]
+        db: PathBuf,
+        /// The output format.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+    },
+}
+
+/// Formats `latchkey audit export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ExportFormat {
+    /// JSON Lines: one entry per line.
+    Jsonl,
+}
+
 /// An error the user can act on, printed as one line.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -172,6 +224,13 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> Result<u8, CliError> {
     match cli.command {
         Command::Keygen { out } => keygen(&out),
+        Command::Audit(AuditCommand::Verify { db }) => audit_verify(&db),
+        Command::Audit(AuditCommand::Export { db, format }) => audit_export(&db, format),
+        Command::Receipt(ReceiptCommand::Verify {
+            public,
+            allow_expired,
+            receipt,
+        }) => receipt_verify(&public, &receipt, allow_expired),
         #[cfg(feature = "sim")]
         Command::Sim {
             port,
@@ -359,6 +418,163 @@ fn policy_verify(public: &Path, module: &Path, sig: Option<PathBuf>) -> Result<u
             println!("INVALID: {e} (module {hash}, signature {})", sig.display());
             Ok(EXIT_FAILED)
         }
+    }
+}
+
+fn receipt_verify(public: &[PathBuf], path: &Path, allow_expired: bool) -> Result<u8, CliError> {
+    let mut keys = VerifyingKeys::new();
+    for key in public {
+        keys.insert_pem_file(key, None)
+            .map_err(|e| CliError::new(e.to_string()))?;
+    }
+    let text = read_text(path)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_secs()).ok())
+        .ok_or_else(|| CliError::new("the system clock is before 1970; set it and try again"))?;
+    let receipt = match receipt::verify_authenticity(&text, &keys) {
+        Ok(receipt) => receipt,
+        Err(e) => {
+            println!("INVALID: {e} (receipt {})", path.display());
+            return Ok(EXIT_FAILED);
+        }
+    };
+    let expires_at = receipt.expires_at();
+    let (status, code) = match receipt.check_time(now) {
+        Ok(()) => ("valid: authentic, not expired".to_owned(), EXIT_OK),
+        Err(VerifyError::Expired { .. }) => (
+            format!(
+                "authentic, expired {} s ago",
+                now.saturating_sub(expires_at)
+            ),
+            if allow_expired { EXIT_OK } else { EXIT_FAILED },
+        ),
+        Err(e) => (format!("INVALID: authentic, but {e}"), EXIT_FAILED),
+    };
+    let expiry = if now <= expires_at {
+        format!("in {} s", expires_at.saturating_sub(now))
+    } else {
+        format!("{} s ago", now.saturating_sub(expires_at))
+    };
+    let actions: Vec<&str> = receipt
+        .actions()
+        .iter()
+        .map(|a| receipt::action_name(*a))
+        .collect();
+    let constraints =
+        serde_json::to_string(receipt.constraints()).map_err(|e| CliError::new(e.to_string()))?;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{status}");
+    let _ = writeln!(out, "receipt      {}", receipt.id());
+    let _ = writeln!(out, "signed by    {}", receipt.kid());
+    let _ = writeln!(out, "tenant       {}", receipt.tenant());
+    let _ = writeln!(out, "requester    {}", receipt.requester());
+    let _ = writeln!(out, "target       {}", receipt.target());
+    let _ = writeln!(out, "actions      {}", actions.join(", "));
+    let _ = writeln!(out, "constraints  {constraints}");
+    let _ = writeln!(out, "module       {}", receipt.module());
+    let _ = writeln!(out, "facts        {}", receipt.facts_sha256());
+    let _ = writeln!(out, "decision     {}", receipt.decision_id());
+    let _ = writeln!(out, "issued at    {}", receipt.issued_at());
+    let _ = writeln!(out, "expires at   {expires_at} ({expiry})");
+    Ok(code)
+}
+
+/// A runtime for the commands that talk to the database.
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(format!("cannot start the runtime: {e}")))
+}
+
+fn audit_verify(db: &Path) -> Result<u8, CliError> {
+    let report = runtime()?.block_on(async {
+        let log = AuditLog::open_read_only(db)
+            .await
+            .map_err(|e| CliError::new(e.to_string()))?;
+        let report = log.verify(Scope::All).await;
+        log.close().await;
+        report.map_err(|e| CliError::new(e.to_string()))
+    })?;
+    print_report(&report);
+    Ok(if report.is_ok() { EXIT_OK } else { EXIT_FAILED })
+}
+
+fn print_report(report: &Report) {
+    let mut out = std::io::stdout().lock();
+    for t in &report.tenants {
+        match (&t.problem, &t.head) {
+            (Some(bad), _) => {
+                let _ = writeln!(
+                    out,
+                    "BAD      {}: {}; first bad entry: seq {} (row {}): {}",
+                    t.tenant,
+                    count(t.entries, "entry"),
+                    bad.seq,
+                    bad.row,
+                    bad.problem
+                );
+            }
+            (None, head) => {
+                let open = match t.open_intents {
+                    0 => String::new(),
+                    n => format!(", {} without outcome", count(n as u64, "intent")),
+                };
+                let head = head.as_deref().unwrap_or("none");
+                let _ = writeln!(
+                    out,
+                    "ok       {}: {}, head {head}{open}",
+                    t.tenant,
+                    count(t.entries, "entry")
+                );
+            }
+        }
+    }
+    for guard in &report.missing_guards {
+        let _ = writeln!(
+            out,
+            "MISSING  trigger {guard}: the append-only guard was dropped from the database"
+        );
+    }
+    let bad = report.tenants.iter().filter(|t| !t.is_ok()).count();
+    let missing = report.missing_guards.len();
+    let summary = match (bad, missing) {
+        (0, 0) => "ok".to_owned(),
+        (bad, 0) => format!("{bad} broken"),
+        (0, missing) => format!("chains intact, {} missing", count(missing as u64, "guard")),
+        (bad, missing) => format!("{bad} broken, {} missing", count(missing as u64, "guard")),
+    };
+    let _ = writeln!(
+        out,
+        "{}, {}: {summary}",
+        count(report.tenants.len() as u64, "tenant"),
+        count(report.entries(), "entry")
+    );
+}
+
+/// "1 tenant", "2 tenants", "2 entries".
+fn count(n: u64, noun: &str) -> String {
+    match (n, noun.strip_suffix('y')) {
+        (1, _) => format!("1 {noun}"),
+        (n, Some(stem)) => format!("{n} {stem}ies"),
+        (n, None) => format!("{n} {noun}s"),
+    }
+}
+
+fn audit_export(db: &Path, format: ExportFormat) -> Result<u8, CliError> {
+    match format {
+        ExportFormat::Jsonl => runtime()?.block_on(async {
+            let log = AuditLog::open_read_only(db)
+                .await
+                .map_err(|e| CliError::new(e.to_string()))?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let written = log.export_jsonl(&mut out).await;
+            log.close().await;
+            written.map_err(|e| CliError::new(e.to_string()))?;
+            Ok(EXIT_OK)
+        }),
     }
 }
 

@@ -6,6 +6,12 @@
 //!
 //! * [`policy`]: module identity, publisher trust, the sandbox, the registry
 //!   of each tenant's active module, and reproducible builds.
+//! * [`receipt`]: the host's signature over an allow (a DSSE envelope), and
+//!   the checks the executor makes before each write.
+//! * [`graph`]: the Microsoft Graph client (app-only tokens, retries,
+//!   paging, typed errors) that the investigator and the executor call.
+//! * [`audit`]: the append-only, hash-chained activity log, its verification
+//!   and export.
 //! * [`config`]: the validated configuration.
 //! * [`keys`]: ed25519 keys and key ids.
 //! * [`tenant`]: tenant identity.
@@ -13,10 +19,13 @@
 //!   the rest never imports: they meet over HTTP only.
 //! * [`cli`]: the `latchkey` command.
 
+pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod graph;
 pub mod keys;
 pub mod policy;
+pub mod receipt;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod tenant;

@@ -4,9 +4,11 @@
 //! integration tests are in the workspace's `tests/` crate.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod audit;
 mod config;
 mod keys;
 mod policy;
+mod receipt;
 mod sim;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,738 @@
+//! The activity log: append-only, one sha256 hash chain per tenant, checked
+//! offline by `latchkey audit verify` (DESIGN.md, guardrail 4).
+//!
+//! # Entries
+//!
+//! Every entry has a `tenant`, a `seq` (1, 2, 3... within that tenant's
+//! chain), a [`Kind`], an `at` (milliseconds since the Unix epoch, UTC), a
+//! JSON `body`, the `prev_sha256` of the entry before it in the chain (64
+//! zeros, [`EntryHash::GENESIS`], for the first) and its own `sha256`. Bodies
+//! carry what the step produced: the request, the facts and their digest, the
+//! module hash, the decision, the receipt (an opaque JSON envelope), the
+//! verification method, Graph request ids, the outcome.
+//!
+//! # Canonical bytes
+//!
+//! `sha256` is the SHA-256 of the entry's canonical bytes, written as 64
+//! lowercase hex digits. The canonical bytes are the UTF-8 JSON text of the
+//! array
+//!
+//! ```text
+//! [v, tenant, seq, kind, at, prev_sha256, body]
+//! ```
+//!
+//! where `v` is [`FORMAT_VERSION`] (1), `seq` and `at` are JSON integers,
+//! `tenant`, `kind` and `prev_sha256` are strings exactly as stored, and `body`
+//! is the body with every object's keys sorted, recursively, by their UTF-8
+//! bytes. The text is serde_json's compact output: no whitespace; strings
+//! escape only `"`, `\` and control characters (`\b \f \n \r \t`, others as
+//! `\u00xx`, lowercase hex), everything else, non-ASCII included, is written as
+//! is; integers are written exactly. Prefer strings and integers in bodies: a
+//! float is written the way serde_json writes it, which other JSON libraries
+//! may not reproduce. Key order is sorted because serde_json's `Map` is a
+//! `BTreeMap` (its `preserve_order` feature must stay off; [`canonicalize`]
+//! sorts anyway, and a unit test pins it). For the common case (no floats,
+//! keys within the Basic Multilingual Plane) this equals RFC 8785 (JCS) and
+//! Python's `json.dumps(entry, sort_keys=True, separators=(",", ":"),
+//! ensure_ascii=False)`.
+//!
+//! `latchkey audit export --format jsonl` writes one entry per line as a JSON
+//! object with the fields above plus `sha256` (keys sorted), so a chain can be
+//! checked with no Latchkey code: rebuild the array, hash it, compare, and
+//! check each `prev_sha256` against the line before it of the same tenant.
+//!
+//! # Intent and outcome
+//!
+//! A Graph write is bracketed: [`AuditLog::append_intent`] before it,
+//! [`AuditLog::append_outcome`] after it. An outcome's body is
+//! `{"intent": {"seq": n, "sha256": h}, "outcome": <caller's body>}`, so it is
+//! bound to the exact intent it answers; an intent has at most one outcome. If
+//! the process stops in between, the intent stays unanswered, and
+//! [`AuditLog::reconcile`], run at start-up, answers every intent older than
+//! the grace period with an outcome whose status is `unknown` and whose reason
+//! tells the auditor to look at Graph's own directory audit.
+//!
+//! # Secrets
+//!
+//! Callers pass secret-free bodies: never a password, Temporary Access Pass,
+//! one-time code or token. Every body is checked before it is appended and
+//! refused ([`AuditError::SecretInBody`]) if a key looks like a secret; see
+//! [`redact`] for what counts and how to log a request's shape without its
+//! secret.
+//!
+//! # What verification can and cannot show
+//!
+//! [`AuditLog::verify`] recomputes every hash from the stored fields and walks
+//! each chain, so it finds an altered entry (hash mismatch), deleted entries
+//! (a seq gap), an inserted one (a duplicate seq or a broken link) and
+//! reordered ones (a link to a later entry), and names the first bad entry of
+//! each chain. A chain has no secret, so whoever can write the database can
+//! also drop the last entries, or rewrite a chain's tail with fresh hashes;
+//! only a copy of the chain's head kept elsewhere ([`TenantReport::head`])
+//! shows that. The triggers that refuse UPDATE and DELETE are an honest extra
+//! guard, reported when missing, not the protection.
+//!
+//! # Storage
+//!
+//! SQLite through sqlx is the embedded default: the file is created if
+//! missing, in WAL mode with `synchronous = FULL` (an intent must be on disk
+//! before the Graph write it announces) and foreign keys on; migrations are
+//! embedded. Each process has one writer at a time (a tokio mutex), and each
+//! append reads the chain's head and inserts in one `BEGIN IMMEDIATE`
+//! transaction, so other processes sharing the file queue behind it; the
+//! unique `(tenant, seq)` index is the backstop, turning a lost race into an
+//! error instead of a fork.
+//!
+//! The SQL is kept portable (`$n` placeholders, row-value comparisons,
+//! `RETURNING`, `NOT EXISTS`) so that a PostgreSQL backend for several
+//! replicas changes only this: the pool type, its own migrations (an identity
+//! column, a plpgsql trigger function, and better, UPDATE/DELETE/TRUNCATE
+//! revoked from the service's role), `BEGIN` plus
+//! `pg_advisory_xact_lock(hashtext(tenant))` in place of `BEGIN IMMEDIATE`
+//! (the mutex only serialises one process), and the trigger check reading
+//! `pg_trigger` rather than `sqlite_master`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use tokio::sync::Mutex;
+
+use crate::tenant::TenantId;
+
+mod entry;
+mod redaction;
+mod verify;
+
+use entry::{Fields, hash_fields};
+use verify::{StoredRow, Walk};
+
+pub use entry::{
+    Entry, EntryHash, EntryId, FORMAT_VERSION, Kind, ParseEntryHashError, ParseKindError,
+    canonicalize,
+};
+pub use redaction::{REDACTED, find_secret, is_secret_key, redact};
+pub use verify::{Finding, Problem, Report, TenantReport};
+
+/// The schema, embedded in the binary.
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// How old an unanswered intent must be before [`AuditLog::reconcile`]
+/// answers it: 15 minutes, far longer than one Graph write with its retries,
+/// so that reconciliation does not race a write that is merely slow.
+pub const DEFAULT_RECONCILE_GRACE: Duration = Duration::from_secs(15 * 60);
+
+/// The reason in the outcome that reconciliation appends.
+pub const UNKNOWN_OUTCOME_REASON: &str = "no outcome recorded: the process stopped between \
+     intent and outcome; check the Graph directory audit for the write";
+
+/// The append-only triggers, as the migration names them.
+const GUARDS: [&str; 2] = ["audit_entries_no_update", "audit_entries_no_delete"];
+
+/// Rows read per query when walking the log, to bound memory. Small in
+/// tests, so that every test walks across pages.
+const PAGE: u32 = if cfg!(test) { 7 } else { 500 };
+
+const COLUMNS: &str = "id, v, tenant, seq, kind, at, body, prev_sha256, sha256, intent_seq";
+
+/// Why the log could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// The database file does not exist (when opening an existing log).
+    #[error("cannot read {}: {source}", path.display())]
+    Missing {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database cannot be opened or is not SQLite.
+    #[error("cannot open the audit database {}: {source}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The database has no activity log in it.
+    #[error("{} is not a Latchkey audit database: it has no audit_entries table", path.display())]
+    NotAnAuditLog {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The schema could not be brought up to date.
+    #[error("cannot bring the audit database {} up to date: {source}", path.display())]
+    Migrate {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: MigrateError,
+    },
+    /// A query failed.
+    #[error("audit database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A body holds a secret-looking key (see [`redact`]).
+    #[error(
+        "refusing to log a body with a secret-looking key at {pointer}: audit bodies must be \
+         secret-free (record that a secret was set, never the secret; see audit::redact)"
+    )]
+    SecretInBody {
+        /// The JSON pointer of the key.
+        pointer: String,
+    },
+    /// An outcome was appended without naming its intent.
+    #[error("an outcome is appended with append_outcome, which names the intent it answers")]
+    OutcomeWithoutIntent,
+    /// The entry an outcome answers is not an intent.
+    #[error("{intent} is not an intent in the log")]
+    NotAnIntent {
+        /// The entry named.
+        intent: EntryId,
+    },
+    /// The intent already has an outcome (reconciliation got there first, or
+    /// the caller answered twice).
+    #[error("{intent} already has an outcome ({outcome}); record a late result as a note")]
+    OutcomeExists {
+        /// The intent.
+        intent: EntryId,
+        /// Its outcome.
+        outcome: EntryId,
+    },
+    /// The system clock is unusable.
+    #[error("the system clock is before 1970 or beyond 292 million years")]
+    Clock,
+    /// A stored entry does not parse.
+    #[error(
+        "the entry at tenant {tenant}, seq {seq} cannot be read ({reason}); run `latchkey audit verify`"
+    )]
+    Corrupt {
+        /// The tenant, as stored.
+        tenant: String,
+        /// The seq, as stored.
+        seq: i64,
+        /// What does not parse.
+        reason: String,
+    },
+    /// A body could not be written as JSON.
+    #[error("cannot encode an entry: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The export's destination failed.
+    #[error("cannot write the export: {0}")]
+    Export(#[source] std::io::Error),
+}
+
+/// Which chains to verify.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// Every tenant's.
+    All,
+    /// One tenant's.
+    Tenant(&'a TenantId),
+}
+
+/// The activity log. Cheap to share behind an `Arc`; appends from any number
+/// of tasks are serialised, reads are not.
+#[derive(Debug)]
+pub struct AuditLog {
+    pool: SqlitePool,
+    path: PathBuf,
+    /// The single writer of this process: appends to a chain must not
+    /// interleave, or two entries would claim the same predecessor.
+    writer: Mutex<()>,
+    grace: Duration,
+}
+
+impl AuditLog {
+    /// Opens the log at `path`, creating the file and schema if missing.
+    pub async fn open(path: &Path) -> Result<AuditLog, AuditError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| AuditError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|source| AuditError::Migrate {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(AuditLog::with_pool(pool, path))
+    }
+
+    /// Opens an existing log for reading only: no file is created, no
+    /// migration is run, nothing is written. For verification and export.
+    pub async fn open_read_only(path: &Path) -> Result<AuditLog, AuditError> {
+        std::fs::metadata(path).map_err(|source| AuditError::Missing {
+            path: path.to_owned(),
+            source,
+        })?;
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(false)
+            .read_only(true);
+        let open_error = |source| AuditError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(open_error)?;
+        // The first query is where SQLite finds out the file is not a database.
+        let tables: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'audit_entries'",
+        )
+        .fetch_optional(&pool)
+        .await
+        .map_err(open_error)?;
+        if tables.is_none() {
+            return Err(AuditError::NotAnAuditLog {
+                path: path.to_owned(),
+            });
+        }
+        Ok(AuditLog::with_pool(pool, path))
+    }
+
+    fn with_pool(pool: SqlitePool, path: &Path) -> AuditLog {
+        AuditLog {
+            pool,
+            path: path.to_owned(),
+            writer: Mutex::new(()),
+            grace: DEFAULT_RECONCILE_GRACE,
+        }
+    }
+
+    /// Sets how old an unanswered intent must be for [`AuditLog::reconcile`]
+    /// (default [`DEFAULT_RECONCILE_GRACE`]).
+    pub fn with_reconcile_grace(mut self, grace: Duration) -> AuditLog {
+        self.grace = grace;
+        self
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Closes the connections, letting SQLite checkpoint its write-ahead log.
+    pub async fn close(self) {
+        self.pool.close().await;
+    }
+
+    /// Appends an entry to the tenant's chain. Outcomes go through
+    /// [`AuditLog::append_outcome`].
+    pub async fn append(
+        &self,
+        tenant: &TenantId,
+        kind: Kind,
+        body: Value,
+    ) -> Result<EntryId, AuditError> {
+        if kind == Kind::Outcome {
+            return Err(AuditError::OutcomeWithoutIntent);
+        }
+        check_secret_free(&body)?;
+        self.write(tenant, kind, body, None).await
+    }
+
+    /// Appends an intent: call it before a Graph write, and answer it with
+    /// [`AuditLog::append_outcome`] after.
+    pub async fn append_intent(
+        &self,
+        tenant: &TenantId,
+        body: Value,
+    ) -> Result<EntryId, AuditError> {
+        self.append(tenant, Kind::Intent, body).await
+    }
+
+    /// Appends the outcome of an intent, in the intent's chain. The intent id
+    /// carries its tenant, so an outcome cannot land in another chain.
+    pub async fn append_outcome(
+        &self,
+        intent: &EntryId,
+        body: Value,
+    ) -> Result<EntryId, AuditError> {
+        check_secret_free(&body)?;
+        // Ids come from stored seqs, so this fits; if not, no entry matches.
+        let seq = i64::try_from(intent.seq()).unwrap_or(i64::MAX);
+        self.write(intent.tenant(), Kind::Outcome, body, Some(seq))
+            .await
+    }
+
+    /// Answers every intent older than the grace period that has no outcome,
+    /// with an outcome of status `unknown` ([`UNKNOWN_OUTCOME_REASON`]). Run
+    /// at start-up; running it again appends nothing new. Returns the
+    /// outcomes appended.
+    pub async fn reconcile(&self, now: SystemTime) -> Result<Vec<EntryId>, AuditError> {
+        let grace = i64::try_from(self.grace.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = unix_ms(now)?.saturating_sub(grace);
+        let stale: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT i.tenant, i.seq FROM audit_entries i \
+             WHERE i.kind = 'intent' AND i.at <= $1 AND NOT EXISTS \
+             (SELECT 1 FROM audit_entries o WHERE o.tenant = i.tenant AND o.intent_seq = i.seq) \
+             ORDER BY i.tenant, i.seq",
+        )
+        .bind(cutoff)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut appended = Vec::new();
+        for (tenant, seq) in stale {
+            let tenant_id: TenantId = tenant.parse().map_err(|e| AuditError::Corrupt {
+                tenant: tenant.clone(),
+                seq,
+                reason: format!("{e}"),
+            })?;
+            let body = json!({"status": "unknown", "reason": UNKNOWN_OUTCOME_REASON});
+            match self.write(&tenant_id, Kind::Outcome, body, Some(seq)).await {
+                Ok(id) => {
+                    tracing::warn!(tenant = %tenant_id, intent = seq, outcome = %id,
+                        "an intent had no outcome; recorded its outcome as unknown");
+                    appended.push(id);
+                }
+                // Answered since the query, by this or another process.
+                Err(AuditError::OutcomeExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(appended)
+    }
+
+    /// Every entry of a tenant's chain, in chain order.
+    pub async fn entries(&self, tenant: &TenantId) -> Result<Vec<Entry>, AuditError> {
+        let mut out = Vec::new();
+        let mut after = (tenant.as_str().to_owned(), i64::MIN, i64::MIN);
+        loop {
+            let page = self.page(Scope::Tenant(tenant), &after).await?;
+            for row in &page {
+                out.push(to_entry(row)?);
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE as usize => {
+                    after = (last.tenant.clone(), last.seq, last.row);
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Checks the chains in `scope`: recomputes every entry's hash from its
+    /// stored fields and follows the seq numbers and prev links; reports, per
+    /// tenant, the entry count, the head, and the first bad entry.
+    pub async fn verify(&self, scope: Scope<'_>) -> Result<Report, AuditError> {
+        let mut report = Report {
+            missing_guards: self.missing_guards().await?,
+            ..Report::default()
+        };
+        let mut walk: Option<Walk> = None;
+        let mut after = match scope {
+            Scope::All => (String::new(), i64::MIN, i64::MIN),
+            Scope::Tenant(t) => (t.as_str().to_owned(), i64::MIN, i64::MIN),
+        };
+        loop {
+            let page = self.page(scope, &after).await?;
+            for row in &page {
+                if walk.as_ref().map(Walk::tenant) != Some(row.tenant.as_str()) {
+                    report.tenants.extend(walk.take().map(Walk::finish));
+                }
+                let w = walk.get_or_insert_with(|| Walk::new(&row.tenant));
+                if let Err(problem) = w.step(row) {
+                    let problem = self.diagnose(row, problem).await?;
+                    w.fail(row, problem);
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE as usize => {
+                    after = (last.tenant.clone(), last.seq, last.row);
+                }
+                _ => break,
+            }
+        }
+        report.tenants.extend(walk.map(Walk::finish));
+        if let (Scope::Tenant(t), true) = (scope, report.tenants.is_empty()) {
+            report.tenants.push(Walk::new(t.as_str()).finish());
+        }
+        Ok(report)
+    }
+
+    /// Writes every entry as one line of canonical JSON, tenant by tenant,
+    /// each chain in order; returns the number of lines.
+    pub async fn export_jsonl<W: Write>(&self, out: &mut W) -> Result<u64, AuditError> {
+        let mut lines = 0u64;
+        let mut after = (String::new(), i64::MIN, i64::MIN);
+        loop {
+            let page = self.page(Scope::All, &after).await?;
+            for row in &page {
+                let body: Value = serde_json::from_str(&row.body).map_err(|e| corrupt(row, e))?;
+                let line = canonicalize(&json!({
+                    "v": row.v,
+                    "tenant": row.tenant,
+                    "seq": row.seq,
+                    "kind": row.kind,
+                    "at": row.at,
+                    "body": body,
+                    "prev_sha256": row.prev_sha256,
+                    "sha256": row.sha256,
+                }));
+                let mut text = serde_json::to_vec(&line)?;
+                text.push(b'\n');
+                out.write_all(&text).map_err(AuditError::Export)?;
+                lines += 1;
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE as usize => {
+                    after = (last.tenant.clone(), last.seq, last.row);
+                }
+                _ => break,
+            }
+        }
+        out.flush().map_err(AuditError::Export)?;
+        Ok(lines)
+    }
+
+    /// Appends under the writer lock, in one write transaction: read the
+    /// chain's head, hash, insert.
+    async fn write(
+        &self,
+        tenant: &TenantId,
+        kind: Kind,
+        body: Value,
+        answers: Option<i64>,
+    ) -> Result<EntryId, AuditError> {
+        let _writer = self.writer.lock().await;
+        // Taken under the lock, so that times rise with seq within a process.
+        let at = unix_ms(SystemTime::now())?;
+        // IMMEDIATE takes SQLite's write lock now rather than at the INSERT,
+        // so another process cannot read the same head in between.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let body = match answers {
+            None => body,
+            Some(intent_seq) => {
+                let intent_id = EntryId::new(tenant.clone(), seq_from_sql(intent_seq));
+                let intent: Option<(String, String)> = sqlx::query_as(
+                    "SELECT kind, sha256 FROM audit_entries WHERE tenant = $1 AND seq = $2",
+                )
+                .bind(tenant.as_str())
+                .bind(intent_seq)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let intent_sha = match intent {
+                    Some((kind, sha)) if kind == Kind::Intent.as_str() => sha,
+                    _ => return Err(AuditError::NotAnIntent { intent: intent_id }),
+                };
+                let answered: Option<i64> = sqlx::query_scalar(
+                    "SELECT seq FROM audit_entries WHERE tenant = $1 AND intent_seq = $2",
+                )
+                .bind(tenant.as_str())
+                .bind(intent_seq)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(outcome) = answered {
+                    return Err(AuditError::OutcomeExists {
+                        intent: intent_id,
+                        outcome: EntryId::new(tenant.clone(), seq_from_sql(outcome)),
+                    });
+                }
+                json!({"intent": {"seq": intent_seq, "sha256": intent_sha}, "outcome": body})
+            }
+        };
+        let head: Option<(i64, String)> = sqlx::query_as(
+            "SELECT seq, sha256 FROM audit_entries WHERE tenant = $1 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(tenant.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (seq, prev_sha256) = match head {
+            Some((seq, sha)) => (seq.saturating_add(1), sha),
+            None => (1, EntryHash::GENESIS.to_string()),
+        };
+        let body = canonicalize(&body);
+        let sha256 = hash_fields(Fields {
+            v: FORMAT_VERSION,
+            tenant: tenant.as_str(),
+            seq,
+            kind: kind.as_str(),
+            at,
+            prev_sha256: &prev_sha256,
+            body: &body,
+        })?;
+        sqlx::query(
+            "INSERT INTO audit_entries \
+             (v, tenant, seq, kind, at, body, prev_sha256, sha256, intent_seq) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(FORMAT_VERSION)
+        .bind(tenant.as_str())
+        .bind(seq)
+        .bind(kind.as_str())
+        .bind(at)
+        .bind(serde_json::to_string(&body)?)
+        .bind(&prev_sha256)
+        .bind(&sha256)
+        .bind(answers)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(EntryId::new(tenant.clone(), seq_from_sql(seq)))
+    }
+
+    /// Up to [`PAGE`] rows after `after` = (tenant, seq, row), in chain order.
+    async fn page(
+        &self,
+        scope: Scope<'_>,
+        after: &(String, i64, i64),
+    ) -> Result<Vec<StoredRow>, AuditError> {
+        type Raw = (
+            i64,
+            i64,
+            String,
+            i64,
+            String,
+            i64,
+            String,
+            String,
+            String,
+            Option<i64>,
+        );
+        let (tenant, seq, row) = after;
+        let rows: Vec<Raw> = match scope {
+            Scope::All => {
+                sqlx::query_as(&format!(
+                    "SELECT {COLUMNS} FROM audit_entries \
+                     WHERE (tenant, seq, id) > ($1, $2, $3) \
+                     ORDER BY tenant, seq, id LIMIT $4"
+                ))
+                .bind(tenant)
+                .bind(seq)
+                .bind(row)
+                .bind(i64::from(PAGE))
+                .fetch_all(&self.pool)
+                .await?
+            }
+            Scope::Tenant(t) => {
+                sqlx::query_as(&format!(
+                    "SELECT {COLUMNS} FROM audit_entries \
+                     WHERE tenant = $1 AND (seq, id) > ($2, $3) \
+                     ORDER BY seq, id LIMIT $4"
+                ))
+                .bind(t.as_str())
+                .bind(seq)
+                .bind(row)
+                .bind(i64::from(PAGE))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(
+                |(row, v, tenant, seq, kind, at, body, prev_sha256, sha256, intent_seq)| {
+                    StoredRow {
+                        row,
+                        v,
+                        tenant,
+                        seq,
+                        kind,
+                        at,
+                        body,
+                        prev_sha256,
+                        sha256,
+                        intent_seq,
+                    }
+                },
+            )
+            .collect())
+    }
+
+    /// Refines a broken link: which entry, if any, does it point to?
+    async fn diagnose(&self, row: &StoredRow, problem: Problem) -> Result<Problem, AuditError> {
+        if !matches!(problem, Problem::BrokenLink { links_to: None }) {
+            return Ok(problem);
+        }
+        let target: Option<i64> = sqlx::query_scalar(
+            "SELECT seq FROM audit_entries WHERE tenant = $1 AND sha256 = $2 ORDER BY seq LIMIT 1",
+        )
+        .bind(&row.tenant)
+        .bind(&row.prev_sha256)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match target {
+            Some(seq) if seq > row.seq => Problem::Reordered { links_to: seq },
+            links_to => Problem::BrokenLink { links_to },
+        })
+    }
+
+    async fn missing_guards(&self) -> Result<Vec<String>, AuditError> {
+        let present: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_entries'",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(GUARDS
+            .iter()
+            .filter(|g| !present.iter().any(|p| p == *g))
+            .map(|g| (*g).to_owned())
+            .collect())
+    }
+}
+
+fn check_secret_free(body: &Value) -> Result<(), AuditError> {
+    match find_secret(body) {
+        Some(pointer) => Err(AuditError::SecretInBody { pointer }),
+        None => Ok(()),
+    }
+}
+
+fn unix_ms(t: SystemTime) -> Result<i64, AuditError> {
+    let since = t
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| AuditError::Clock)?;
+    i64::try_from(since.as_millis()).map_err(|_| AuditError::Clock)
+}
+
+/// Stored seqs are at least 1 (a CHECK constraint), so this is lossless.
+fn seq_from_sql(seq: i64) -> u64 {
+    u64::try_from(seq).unwrap_or(0)
+}
+
+fn corrupt(row: &StoredRow, reason: impl std::fmt::Display) -> AuditError {
+    AuditError::Corrupt {
+        tenant: row.tenant.clone(),
+        seq: row.seq,
+        reason: reason.to_string(),
+    }
+}
+
+fn to_entry(row: &StoredRow) -> Result<Entry, AuditError> {
+    let tenant: TenantId = row.tenant.parse().map_err(|e| corrupt(row, e))?;
+    Ok(Entry {
+        id: EntryId::new(tenant, seq_from_sql(row.seq)),
+        row: row.row,
+        kind: row.kind.parse().map_err(|e| corrupt(row, e))?,
+        at: row.at,
+        body: serde_json::from_str(&row.body).map_err(|e| corrupt(row, e))?,
+        prev_sha256: row.prev_sha256.parse().map_err(|e| corrupt(row, e))?,
+        sha256: row.sha256.parse().map_err(|e| corrupt(row, e))?,
+    })
+}
+
+#[cfg(test)]
+mod tests;
