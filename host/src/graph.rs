@@ -469,8 +469,9 @@ impl GraphClient {
         idempotent: bool,
     ) -> Result<GraphResponse<Value>, GraphError> {
         let inner = &self.inner;
-        // One id for every attempt, so that Graph's logs tie them together.
-        let client_request_id = new_client_request_id();
+        // One id for every attempt, so that Graph's logs tie them together;
+        // none if the OS has no randomness to give (Graph then uses its own).
+        let client_request_id = crate::ids::random_uuid_v4().ok();
         let mut attempt = Attempt {
             method: &method,
             idempotent,
@@ -778,25 +779,6 @@ pub fn encode_path_segment(segment: &str) -> String {
     out
 }
 
-/// A fresh `client-request-id` (a random UUID v4), or none if the operating
-/// system has no randomness to give; Graph then uses its own request id.
-fn new_client_request_id() -> Option<String> {
-    use rand_core::RngCore as _;
-    let mut bytes = [0u8; 16];
-    rand_core::OsRng.try_fill_bytes(&mut bytes).ok()?;
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex = hex::encode(bytes);
-    Some(format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -929,8 +911,8 @@ mod tests {
 
     #[test]
     fn client_request_ids_are_uuid_v4() {
-        let a = new_client_request_id().unwrap();
-        let b = new_client_request_id().unwrap();
+        let a = crate::ids::random_uuid_v4().unwrap();
+        let b = crate::ids::random_uuid_v4().unwrap();
         assert_ne!(a, b);
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");

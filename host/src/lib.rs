@@ -14,6 +14,7 @@
 //!   and export.
 //! * [`config`]: the validated configuration.
 //! * [`keys`]: ed25519 keys and key ids.
+//! * [`ids`]: GUID-shaped identifiers (users, receipts, decisions).
 //! * [`tenant`]: tenant identity.
 //! * [`sim`]: the Entra ID and Microsoft Graph emulator (`latchkey sim`), which
 //!   the rest never imports: they meet over HTTP only.
@@ -23,6 +24,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod graph;
+pub mod ids;
 pub mod keys;
 pub mod policy;
 pub mod receipt;

@@ -19,7 +19,6 @@
 
 pub mod envelope;
 mod host_keys;
-mod ids;
 mod nonce;
 
 use std::fmt;
@@ -31,9 +30,9 @@ use sha2::{Digest, Sha256};
 use crate::policy::{Evaluation, ModuleHash, TAP_LIFETIME_MINUTES};
 use crate::tenant::TenantId;
 
+pub use crate::ids::{DecisionId, ParseIdError, RandomError, ReceiptId, UserId};
 pub use envelope::{MAX_ENVELOPE_BYTES, PAYLOAD_TYPE};
 pub use host_keys::{HostKeyError, HostKeys, TrustedKey, VerifyingKeys};
-pub use ids::{DecisionId, ParseIdError, RandomError, ReceiptId, UserId};
 pub use nonce::{MemoryNonceStore, Nonce, NonceStore, NonceStoreError, ParseNonceError};
 
 /// The receipt format version this host writes and reads.

@@ -28,18 +28,9 @@ impl FromStr for TenantId {
     type Err = ParseTenantIdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let groups: Vec<&str> = s.split('-').collect();
-        let lengths = [8, 4, 4, 4, 12];
-        let valid = groups.len() == lengths.len()
-            && groups
-                .iter()
-                .zip(lengths)
-                .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()));
-        if valid {
-            Ok(TenantId(s.to_ascii_lowercase()))
-        } else {
-            Err(ParseTenantIdError(s.chars().take(80).collect()))
-        }
+        crate::ids::canonical_guid(s)
+            .map(TenantId)
+            .ok_or_else(|| ParseTenantIdError(s.chars().take(80).collect()))
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::CLOCK_SKEW_SECS;
-use super::ids::{RandomError, random_bytes};
+use crate::ids::{RandomError, random_bytes};
 use crate::tenant::TenantId;
 
 /// 128 random bits, written as 32 lowercase hex digits.

@@ -1,5 +1,6 @@
-//! The GUID-shaped identifiers a receipt names: the user it is about, the
-//! receipt itself and the decision behind it.
+//! GUID-shaped identifiers: the user a receipt is about, the receipt itself
+//! and the decision behind it; and the one GUID parser and random-UUID
+//! generator the rest of the host uses (tenant ids, client request ids).
 //!
 //! Each is a newtype kept in lowercase canonical form
 //! (`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`) and validated on parse, including
@@ -35,7 +36,7 @@ pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], RandomError> {
 }
 
 /// The canonical (lowercase) form of `s` if it is a GUID.
-fn canonical_guid(s: &str) -> Option<String> {
+pub(crate) fn canonical_guid(s: &str) -> Option<String> {
     let lengths = [8, 4, 4, 4, 12];
     let mut groups = s.split('-');
     let valid = lengths.iter().all(|&n| {
@@ -47,7 +48,7 @@ fn canonical_guid(s: &str) -> Option<String> {
 }
 
 /// A random (version 4) UUID in canonical form.
-fn random_uuid_v4() -> Result<String, RandomError> {
+pub(crate) fn random_uuid_v4() -> Result<String, RandomError> {
     let mut b: [u8; 16] = random_bytes()?;
     b[6] = (b[6] & 0x0f) | 0x40; // version 4
     b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
