@@ -20,11 +20,14 @@
 //!   the rest never imports: they meet over HTTP only.
 //! * [`cli`]: the `latchkey` command.
 
+pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod executor;
 pub mod graph;
 pub mod ids;
+pub mod investigator;
 pub mod keys;
 pub mod policy;
 pub mod receipt;
