@@ -279,6 +279,10 @@ pub struct IssueRequest<'a> {
     pub evaluation: &'a Evaluation,
     /// The decision's id in the audit log.
     pub decision_id: &'a DecisionId,
+    /// The tenant's longest Temporary Access Pass, in minutes: the receipt's
+    /// lifetime is the decision's, or the tenant's maximum when the decision
+    /// leaves it unset, and never more than the maximum.
+    pub max_tap_lifetime_minutes: u32,
 }
 
 /// Why no receipt was issued.
@@ -371,6 +375,7 @@ pub fn issue(
     }
     check_facts(request)?;
     check_allow(actions, constraints, request.facts)?;
+    let constraints = &clamp(actions, constraints, request.max_tap_lifetime_minutes)?;
 
     let facts_sha256 =
         facts_digest(request.facts).map_err(|e| IssueError::Encode(e.to_string()))?;
@@ -396,6 +401,40 @@ pub fn issue(
     Ok(SignedReceipt {
         receipt: Receipt(payload),
         envelope,
+    })
+}
+
+/// The constraints the receipt binds: the decision's, with the Temporary
+/// Access Pass lifetime made explicit and held to the tenant's maximum
+/// (policy-host.md 7.4, rule 3: the guest's decision is only input). Without a
+/// pass among the actions there is no lifetime to bind.
+fn clamp(
+    actions: &[Action],
+    constraints: &Constraints,
+    max_minutes: u32,
+) -> Result<Constraints, IssueError> {
+    if !TAP_LIFETIME_MINUTES.contains(&max_minutes) {
+        return Err(IssueError::Unchecked(format!(
+            "the tenant's maximum Temporary Access Pass lifetime is {max_minutes} minutes (Entra accepts 10 to 43200)"
+        )));
+    }
+    if !actions.contains(&Action::IssueTemporaryAccessPass) {
+        return Ok(Constraints {
+            tap_lifetime_minutes: None,
+            ..*constraints
+        });
+    }
+    let wanted = constraints.tap_lifetime_minutes.unwrap_or(max_minutes);
+    if wanted > max_minutes {
+        tracing::info!(
+            wanted,
+            max_minutes,
+            "Temporary Access Pass lifetime clamped to the tenant's maximum"
+        );
+    }
+    Ok(Constraints {
+        tap_lifetime_minutes: Some(wanted.min(max_minutes)),
+        ..*constraints
     })
 }
 
@@ -706,6 +745,7 @@ mod tests {
                 facts,
                 evaluation,
                 decision_id: &decision,
+                max_tap_lifetime_minutes: 60,
             },
             now,
         )
@@ -745,6 +785,62 @@ mod tests {
     }
 
     use ed25519_dalek::Signer as _;
+
+    #[test]
+    fn the_pass_lifetime_is_held_to_the_tenant_maximum() {
+        let keys = HostKeys::new(keys::generate());
+        let actions = [Action::IssueTemporaryAccessPass];
+        let facts = facts(&actions);
+        let (tenant, alice, pinned, decision) = (
+            tenant(),
+            user(ALICE),
+            module(),
+            DecisionId::generate().unwrap(),
+        );
+        let lifetime = |asked: Option<u32>, max: u32| {
+            let mut builder = Decision::allow(actions);
+            if let Some(m) = asked {
+                builder = builder.tap_lifetime_minutes(m);
+            }
+            let d = builder.because("verified");
+            let request = IssueRequest {
+                tenant: &tenant,
+                requester: &alice,
+                target: &alice,
+                pinned_module: &pinned,
+                facts: &facts,
+                evaluation: &evaluation(d),
+                decision_id: &decision,
+                max_tap_lifetime_minutes: max,
+            };
+            issue(&keys, &request, NOW).map(|s| s.receipt().constraints().tap_lifetime_minutes)
+        };
+        assert_eq!(lifetime(Some(480), 60), Ok(Some(60)), "clamped down");
+        assert_eq!(lifetime(Some(30), 60), Ok(Some(30)), "kept when shorter");
+        assert_eq!(lifetime(None, 45), Ok(Some(45)), "made explicit");
+        assert!(matches!(
+            lifetime(Some(30), 5),
+            Err(IssueError::Unchecked(_))
+        ));
+        // No pass among the actions: no lifetime is bound.
+        let reset = facts_for_reset();
+        let request = IssueRequest {
+            tenant: &tenant,
+            requester: &alice,
+            target: &alice,
+            pinned_module: &pinned,
+            facts: &reset,
+            evaluation: &allow(&[Action::ResetPassword]),
+            decision_id: &decision,
+            max_tap_lifetime_minutes: 60,
+        };
+        let signed = issue(&keys, &request, NOW).unwrap();
+        assert_eq!(signed.receipt().constraints().tap_lifetime_minutes, None);
+    }
+
+    fn facts_for_reset() -> Facts {
+        facts(&[Action::ResetPassword])
+    }
 
     #[test]
     fn an_issued_receipt_verifies_and_binds_the_request() {
@@ -1052,6 +1148,7 @@ mod tests {
             facts: &facts,
             evaluation: &allowed,
             decision_id: &decision,
+            max_tap_lifetime_minutes: 60,
         };
         assert!(matches!(
             issue(&keys, &request, NOW),

@@ -58,6 +58,7 @@ fn sign_receipt(dir: &Path, keys: &HostKeys, issued_at: i64) -> (SignedReceipt, 
             facts: &facts,
             evaluation: &evaluation,
             decision_id: &DecisionId::generate().unwrap(),
+            max_tap_lifetime_minutes: 60,
         },
         issued_at,
     )
