@@ -106,15 +106,17 @@ use tokio::sync::Mutex;
 use crate::tenant::TenantId;
 
 mod entry;
+pub mod records;
 mod redaction;
+pub mod replay;
 mod verify;
 
 use entry::{Fields, hash_fields};
 use verify::{StoredRow, Walk};
 
 pub use entry::{
-    Entry, EntryHash, EntryId, FORMAT_VERSION, Kind, ParseEntryHashError, ParseKindError,
-    canonicalize,
+    Entry, EntryHash, EntryId, FORMAT_VERSION, Kind, ParseEntryHashError, ParseEntryIdError,
+    ParseKindError, canonicalize,
 };
 pub use redaction::{REDACTED, find_secret, is_secret_key, redact};
 pub use verify::{Finding, Problem, Report, TenantReport};
@@ -332,6 +334,13 @@ impl AuditLog {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The connection pool, for the stores that share the log's database
+    /// (the receipt nonces); every migration in `host/migrations` has run on
+    /// it when the log was opened with [`AuditLog::open`].
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     /// Closes the connections, letting SQLite checkpoint its write-ahead log.

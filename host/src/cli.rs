@@ -161,6 +161,27 @@ enum AuditCommand {
         #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
         format: ExportFormat,
     },
+    /// Run the recorded module on the recorded facts of a decision entry and
+    /// confirm the same decision; exit 1 if it differs. Offline: the module
+    /// comes from --module, a cache directory's archive or a modules
+    /// directory, found by its sha256.
+    Replay {
+        /// The audit database (SQLite); opened read-only, never created.
+        #[arg(long, value_name = "FILE")]
+        db: PathBuf,
+        /// The module file to use (it must have the recorded sha256).
+        #[arg(long, value_name = "FILE")]
+        module: Option<PathBuf>,
+        /// A module cache directory (the host's `cache_dir`), where every
+        /// module the host loaded is kept as `<sha256>.wasm`.
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Vec<PathBuf>,
+        /// A directory of module files, searched by sha256.
+        #[arg(long, value_name = "DIR")]
+        modules: Vec<PathBuf>,
+        /// The decision entry, as `<tenant id>#<seq>`.
+        entry: String,
+    },
 }
 
 /// Formats `latchkey audit export` writes.
@@ -226,6 +247,13 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Keygen { out } => keygen(&out),
         Command::Audit(AuditCommand::Verify { db }) => audit_verify(&db),
         Command::Audit(AuditCommand::Export { db, format }) => audit_export(&db, format),
+        Command::Audit(AuditCommand::Replay {
+            db,
+            module,
+            cache_dir,
+            modules,
+            entry,
+        }) => audit_replay(&db, &entry, module.as_deref(), &cache_dir, &modules),
         Command::Receipt(ReceiptCommand::Verify {
             public,
             allow_expired,
@@ -576,6 +604,113 @@ fn audit_export(db: &Path, format: ExportFormat) -> Result<u8, CliError> {
             Ok(EXIT_OK)
         }),
     }
+}
+
+fn audit_replay(
+    db: &Path,
+    entry: &str,
+    module: Option<&Path>,
+    cache_dirs: &[PathBuf],
+    module_dirs: &[PathBuf],
+) -> Result<u8, CliError> {
+    use crate::audit::EntryId;
+    use crate::audit::replay::{self, describe};
+
+    let id: EntryId = entry.parse().map_err(|e| CliError::new(format!("{e}")))?;
+    let (report, found) = runtime()?.block_on(async {
+        let log = AuditLog::open_read_only(db)
+            .await
+            .map_err(|e| CliError::new(e.to_string()))?;
+        let report = log.verify(Scope::Tenant(id.tenant())).await;
+        let entries = log.entries(id.tenant()).await;
+        log.close().await;
+        let report = report.map_err(|e| CliError::new(e.to_string()))?;
+        let entries = entries.map_err(|e| CliError::new(e.to_string()))?;
+        Ok::<_, CliError>((report, entries.into_iter().find(|e| e.id == id)))
+    })?;
+    let Some(found) = found else {
+        return Err(CliError::new(format!(
+            "{}: there is no entry {id}",
+            db.display()
+        )));
+    };
+    // A record from a broken chain proves nothing: refuse before replaying.
+    if let Some(bad) = report.tenants.iter().find_map(|t| t.problem.as_ref())
+        && u64::try_from(bad.seq).map_or(true, |seq| seq <= id.seq())
+    {
+        println!(
+            "BAD      {id}: the chain is broken at seq {} ({}), at or before this entry; run `latchkey audit verify`",
+            bad.seq, bad.problem
+        );
+        return Ok(EXIT_FAILED);
+    }
+    let record = replay::decision_record(&found).map_err(|e| CliError::new(e.to_string()))?;
+    let bytes = find_module(&record.module_sha256, module, cache_dirs, module_dirs)?;
+    let sandbox = Sandbox::new(Limits::default(), DiskCache::in_memory())
+        .map_err(|e| CliError::new(e.to_string()))?;
+    let replayed =
+        replay::replay(&found, &sandbox, &bytes).map_err(|e| CliError::new(e.to_string()))?;
+    let mut out = std::io::stdout().lock();
+    if replayed.matches() {
+        let _ = writeln!(
+            out,
+            "same     {id}: {} by module {} on facts {}",
+            describe(&replayed.evaluation.decision),
+            record.module_sha256,
+            record.facts_sha256
+        );
+        Ok(EXIT_OK)
+    } else {
+        let _ = writeln!(out, "DIFFERENT {id}: module {}", record.module_sha256);
+        for difference in &replayed.differences {
+            let _ = writeln!(out, "  {difference}");
+        }
+        Ok(EXIT_FAILED)
+    }
+}
+
+/// The bytes of the module with `hash`: the file given, else a cache
+/// directory's archive, else a file in a modules directory that hashes to it.
+fn find_module(
+    hash: &ModuleHash,
+    module: Option<&Path>,
+    cache_dirs: &[PathBuf],
+    module_dirs: &[PathBuf],
+) -> Result<Vec<u8>, CliError> {
+    if let Some(path) = module {
+        let bytes = read(path)?;
+        let given = ModuleHash::of(&bytes);
+        if given != *hash {
+            return Err(CliError::new(format!(
+                "{} is module {given}, but the decision was made by {hash}",
+                path.display()
+            )));
+        }
+        return Ok(bytes);
+    }
+    for dir in cache_dirs {
+        let handle = cap_std::fs::Dir::open_ambient_dir(dir, cap_std::ambient_authority())
+            .map_err(|e| CliError::new(format!("cannot open {}: {e}", dir.display())))?;
+        if let Some(bytes) = crate::policy::archived_module(&handle, hash) {
+            return Ok(bytes);
+        }
+    }
+    for dir in module_dirs {
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| CliError::new(format!("{}: {e}", dir.display())))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_file()
+                && let Ok(bytes) = std::fs::read(&path)
+                && ModuleHash::of(&bytes) == *hash
+            {
+                return Ok(bytes);
+            }
+        }
+    }
+    Err(CliError::new(format!(
+        "module {hash} is not in the given places; pass --module FILE, --cache-dir DIR or --modules DIR"
+    )))
 }
 
 /// The emulator's default port.

@@ -15,7 +15,7 @@ pub mod registry;
 mod sandbox;
 pub mod trust;
 
-pub use cache::{DiskCache, LoadSource};
+pub use cache::{DiskCache, LoadSource, archived_module};
 pub use evaluation::{Blame, Evaluation, Fault, MAX_REASON_BYTES, TAP_LIFETIME_MINUTES};
 pub use module::{ModuleHash, ParseModuleHashError};
 pub use registry::{Applied, OpenError, PolicyRegistry, Refusal, TenantPolicy};

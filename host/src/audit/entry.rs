@@ -122,6 +122,30 @@ impl fmt::Display for EntryId {
     }
 }
 
+/// Why a string is not an entry id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "an entry id is <tenant id>#<seq>, as `audit verify` and the admin API print them; got {0:?}"
+)]
+pub struct ParseEntryIdError(String);
+
+impl FromStr for EntryId {
+    type Err = ParseEntryIdError;
+
+    /// Parses `<tenant>#<seq>`, as [`EntryId`]'s `Display` writes it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ParseEntryIdError(s.chars().take(80).collect());
+        let (tenant, digits) = s.split_once('#').ok_or_else(bad)?;
+        let tenant: TenantId = tenant.parse().map_err(|_| bad())?;
+        let seq: u64 = digits.parse().map_err(|_| bad())?;
+        // One spelling per id: no sign, no leading zeros.
+        if seq == 0 || seq.to_string() != digits {
+            return Err(bad());
+        }
+        Ok(EntryId { tenant, seq })
+    }
+}
+
 impl fmt::Debug for EntryId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "EntryId({self})")
@@ -305,6 +329,25 @@ mod tests {
             "0".repeat(64)
         );
         assert_eq!(String::from_utf8(bytes).unwrap(), expected);
+    }
+
+    #[test]
+    fn entry_ids_round_trip_as_tenant_hash_seq() {
+        let id: EntryId = "72f988bf-86f1-41af-91ab-2d7cd011db47#12".parse().unwrap();
+        assert_eq!(id.seq(), 12);
+        assert_eq!(id.to_string(), "72f988bf-86f1-41af-91ab-2d7cd011db47#12");
+        for bad in [
+            "",
+            "12",
+            "72f988bf-86f1-41af-91ab-2d7cd011db47",
+            "72f988bf-86f1-41af-91ab-2d7cd011db47#0",
+            "72f988bf-86f1-41af-91ab-2d7cd011db47#+3",
+            "72f988bf-86f1-41af-91ab-2d7cd011db47#012",
+            "72f988bf-86f1-41af-91ab-2d7cd011db47#-1",
+            "contoso#1",
+        ] {
+            assert!(bad.parse::<EntryId>().is_err(), "{bad}");
+        }
     }
 
     #[test]

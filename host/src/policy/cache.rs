@@ -7,6 +7,12 @@
 //! writable by the Latchkey host alone**; an entry that wasmtime rejects
 //! (another wasmtime version or configuration, or a damaged file) is simply
 //! compiled again and replaced.
+//!
+//! Beside each compiled entry the cache keeps the module itself,
+//! `<sha256>.wasm`, content-addressed: the bytes an auditor needs to replay a
+//! recorded decision (`latchkey audit replay`) after the tenant's pin has
+//! moved on and the module file is gone from the modules directory. They are
+//! checked against their name before use.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -81,6 +87,19 @@ impl DiskCache {
         }
     }
 
+    /// Keeps the module's own bytes as `<sha256>.wasm`, once. Failure is
+    /// logged and otherwise ignored, like [`DiskCache::store`].
+    pub(crate) fn archive(&self, hash: &ModuleHash, bytes: &[u8]) {
+        let Some(dir) = &self.dir else { return };
+        let name = archive_name(hash);
+        if dir.exists(&name) {
+            return;
+        }
+        if let Err(e) = write_atomically(dir, &name, bytes) {
+            tracing::warn!(module = %hash, "could not archive the module: {e}");
+        }
+    }
+
     /// Writes a compiled module to the disk cache. Failure to cache is logged
     /// and otherwise ignored: the module is loaded either way.
     pub(crate) fn store(&self, hash: &ModuleHash, component: &Component) {
@@ -88,15 +107,7 @@ impl DiskCache {
         let result = component
             .serialize()
             .map_err(|e| std::io::Error::other(e.to_string()))
-            .and_then(|bytes| {
-                // Write then rename, so a reader never sees half a file.
-                let name = entry_name(hash);
-                let partial = format!("{name}.partial-{}", std::process::id());
-                let mut file = dir.create(&partial)?;
-                file.write_all(&bytes)?;
-                file.sync_all()?;
-                dir.rename(&partial, dir, &name)
-            });
+            .and_then(|bytes| write_atomically(dir, &entry_name(hash), &bytes));
         if let Err(e) = result {
             tracing::warn!(module = %hash, "could not cache the compiled module: {e}");
         }
@@ -105,4 +116,29 @@ impl DiskCache {
 
 fn entry_name(hash: &ModuleHash) -> String {
     format!("{hash}.cwasm")
+}
+
+fn archive_name(hash: &ModuleHash) -> String {
+    format!("{hash}.wasm")
+}
+
+/// Write then rename, so a reader never sees half a file.
+fn write_atomically(dir: &Dir, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let partial = format!("{name}.partial-{}", std::process::id());
+    let mut file = dir.create(&partial)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    dir.rename(&partial, dir, name)
+}
+
+/// The archived bytes of the module with this hash in the cache directory
+/// `dir`, if they are there and still hash to their name.
+pub fn archived_module(dir: &Dir, hash: &ModuleHash) -> Option<Vec<u8>> {
+    let bytes = dir.read(archive_name(hash)).ok()?;
+    if ModuleHash::of(&bytes) == *hash {
+        Some(bytes)
+    } else {
+        tracing::warn!(module = %hash, "the archived module does not match its name; ignored");
+        None
+    }
 }

@@ -247,6 +247,7 @@ impl Sandbox {
         if source == LoadSource::Compiled {
             self.cache.store(&hash, &component);
         }
+        self.cache.archive(&hash, bytes);
         let loaded = Arc::new(LoadedModule { hash, pre, source });
         self.cache.remember(Arc::clone(&loaded));
         Ok(loaded)

@@ -9,6 +9,7 @@ mod config;
 mod keys;
 mod policy;
 mod receipt;
+mod replay;
 mod sim;
 
 use std::path::{Path, PathBuf};
