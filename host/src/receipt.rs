@@ -33,7 +33,10 @@ use crate::tenant::TenantId;
 pub use crate::ids::{DecisionId, ParseIdError, RandomError, ReceiptId, UserId};
 pub use envelope::{MAX_ENVELOPE_BYTES, PAYLOAD_TYPE};
 pub use host_keys::{HostKeyError, HostKeys, TrustedKey, VerifyingKeys};
-pub use nonce::{MemoryNonceStore, Nonce, NonceStore, NonceStoreError, ParseNonceError};
+pub use nonce::{
+    ConsumeFuture, MemoryNonceStore, NONCE_RETENTION_MARGIN_SECS, Nonce, NonceStore,
+    NonceStoreError, ParseNonceError, SqliteNonceStore,
+};
 
 /// The receipt format version this host writes and reads.
 pub const VERSION: u32 = 1;

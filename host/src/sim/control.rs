@@ -14,7 +14,7 @@
 //! | `POST /_sim/signins` | `{"user": UPN or id, "password": "..."}` or `{"user", "tap": "..."}`, optional `"outcome": "mfa_denied" \| "ca_blocked" \| "expired_password"` (password sign-ins only), `"app"`, `"ip"` | `{"errorCode", "failureReason", "signInId"}` (+ `methodUsabilityReason` for a TAP); the sign-in is in the log |
 //! | `GET /_sim/outbox` | | `{"value": [...]}`, mail sent with `sendMail`, newest last |
 //! | `DELETE /_sim/outbox` | | 204, outbox emptied |
-//! | `POST /_sim/faults` | `{"path_prefix"?: "/users", "status"?: 429 \| 503 \| 504, "retry_after"?: "2.5", "latency_ms"?: 200, "count"?: 3}` | 201, the fault |
+//! | `POST /_sim/faults` | `{"path_prefix"?: "/users", "method"?: "POST", "status"?: 429 \| 503 \| 504, "retry_after"?: "2.5", "latency_ms"?: 200, "run_request"?: true, "count"?: 3}` | 201, the fault |
 //! | `GET /_sim/faults` | | `{"value": [...]}`, faults in the order they apply |
 //! | `DELETE /_sim/faults` | | 204, all faults cleared |
 //! | `POST /_sim/clock` | `{"advance_seconds": N}` | `{"now"}`, the emulator's clock after moving it forward |
@@ -23,11 +23,16 @@
 //!
 //! Faults apply to Graph requests (`/v1.0/...`) whose path after `/v1.0`
 //! starts with `path_prefix` (ignoring case; empty or absent: every Graph
-//! request). The first matching fault applies: it delays the request by
-//! `latency_ms`, then answers with `status` instead of running the request,
-//! with `Retry-After` verbatim when given (Graph's throttling sometimes omits
-//! it, so it is never invented). A fault with a `count` applies to that many
-//! requests and is then removed; without one it lasts until cleared.
+//! request) and, when `method` is given, whose HTTP method is that one. The
+//! first matching fault applies: it delays the request by `latency_ms`, then
+//! answers with `status` instead of running the request, with `Retry-After`
+//! verbatim when given (Graph's throttling sometimes omits it, so it is never
+//! invented). With `"run_request": true` the request is carried out first and
+//! only its answer is delayed and, with a `status`, replaced: the write
+//! happened, but the caller times out or hears a 503/504, which is how a
+//! client learns that it must not blindly repeat a write. A fault with a
+//! `count` applies to that many requests and is then removed; without one it
+//! lasts until cleared.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -84,6 +89,8 @@ const REMEMBERED_WRONG_PASSWORDS: usize = 3;
 const MAX_LOCKOUT_SECONDS: u64 = 365 * 24 * 3600;
 /// The longest latency a fault may add: more looks like a hung test.
 const MAX_LATENCY_MS: u64 = 120_000;
+/// The HTTP methods a fault can be limited to: the ones Graph serves.
+const FAULT_METHODS: [&str; 5] = ["GET", "POST", "PATCH", "PUT", "DELETE"];
 
 /// This module's routes.
 pub fn routes() -> Router<Sim> {
@@ -496,6 +503,8 @@ struct NewFault {
     retry_after: Option<Value>,
     latency_ms: Option<u64>,
     count: Option<u32>,
+    method: Option<String>,
+    run_request: Option<bool>,
 }
 
 fn fault_json(fault: &Fault) -> Value {
@@ -505,6 +514,8 @@ fn fault_json(fault: &Fault) -> Value {
         "retry_after": fault.retry_after,
         "latency_ms": u64::try_from(fault.latency.as_millis()).unwrap_or(u64::MAX),
         "count": fault.remaining,
+        "method": fault.method,
+        "run_request": fault.run_request,
     })
 }
 
@@ -565,18 +576,38 @@ fn validate_fault(request: NewFault) -> Result<Fault, GraphError> {
     if request.status.is_none() && latency_ms == 0 {
         return bad("A fault needs a status, a latency_ms, or both.".to_owned());
     }
+    if request.run_request == Some(true) && request.status == Some(429) {
+        return bad(
+            "run_request cannot go with status 429: Graph never carries out a throttled request; use 503 or 504 for a write whose answer was lost."
+                .to_owned(),
+        );
+    }
     if request.count == Some(0) {
         return bad(
             "count must be at least 1; leave it out for a fault that lasts until DELETE /_sim/faults."
                 .to_owned(),
         );
     }
+    let method = match request.method.as_deref().map(str::trim) {
+        None => None,
+        Some(m) if FAULT_METHODS.iter().any(|k| k.eq_ignore_ascii_case(m)) => {
+            Some(m.to_ascii_uppercase())
+        }
+        Some(m) => {
+            return bad(format!(
+                "method must be one of {}; got '{m}'.",
+                FAULT_METHODS.join(", ")
+            ));
+        }
+    };
     Ok(Fault {
         path_prefix: prefix,
         status: request.status,
         retry_after,
         latency: Duration::from_millis(latency_ms),
         remaining: request.count,
+        method,
+        run_request: request.run_request.unwrap_or(false),
     })
 }
 
@@ -653,9 +684,20 @@ async fn lockout(
 /// Middleware: applies the first configured fault whose `path_prefix` matches
 /// a Graph request (see the module docs), counting it down.
 pub async fn inject_faults(State(sim): State<Sim>, request: Request, next: Next) -> Response {
-    let Some(fault) = take_fault(&sim, request.uri().path()) else {
+    let Some(fault) = take_fault(&sim, request.method().as_str(), request.uri().path()) else {
         return next.run(request).await;
     };
+    if fault.run_request {
+        // The write happens whatever becomes of its answer.
+        let answer = next.run(request).await;
+        if !fault.latency.is_zero() {
+            tokio::time::sleep(fault.latency).await;
+        }
+        return match fault.status {
+            Some(status) => fault_error(status, fault.retry_after).into_response(),
+            None => answer,
+        };
+    }
     if !fault.latency.is_zero() {
         tokio::time::sleep(fault.latency).await;
     }
@@ -665,9 +707,9 @@ pub async fn inject_faults(State(sim): State<Sim>, request: Request, next: Next)
     }
 }
 
-/// The fault that applies to a request for `path`, if any, with its count
-/// taken; the lock is released before the caller awaits anything.
-fn take_fault(sim: &Sim, path: &str) -> Option<Fault> {
+/// The fault that applies to a `method` request for `path`, if any, with its
+/// count taken; the lock is released before the caller awaits anything.
+fn take_fault(sim: &Sim, method: &str, path: &str) -> Option<Fault> {
     let rest = path.strip_prefix("/v1.0")?;
     if !(rest.is_empty() || rest.starts_with('/')) {
         return None;
@@ -676,6 +718,7 @@ fn take_fault(sim: &Sim, path: &str) -> Option<Fault> {
     let index = faults.iter().position(|f| {
         rest.get(..f.path_prefix.len())
             .is_some_and(|head| head.eq_ignore_ascii_case(&f.path_prefix))
+            && f.method.as_deref().is_none_or(|m| m == method)
     })?;
     let fault = faults[index].clone();
     if let Some(remaining) = &mut faults[index].remaining {
@@ -969,6 +1012,109 @@ mod tests {
         ] {
             assert!(fault(bad.clone()).is_err(), "{bad} should be refused");
         }
+    }
+
+    #[test]
+    fn run_request_and_method_faults_are_validated() {
+        let fault = |v: Value| validate_fault(serde_json::from_value(v).unwrap());
+        let lost = fault(json!({"method": "post", "status": 504, "run_request": true})).unwrap();
+        assert_eq!(lost.method.as_deref(), Some("POST"));
+        assert!(lost.run_request);
+        assert!(!fault(json!({"status": 503})).unwrap().run_request);
+        for bad in [
+            json!({"run_request": true}),
+            json!({"status": 429, "run_request": true}),
+            json!({"status": 503, "method": "BREW"}),
+        ] {
+            assert!(fault(bad.clone()).is_err(), "{bad} should be refused");
+        }
+    }
+
+    /// The emulator on a loopback port with the demo tenant, and an app-only
+    /// token for it.
+    async fn running_demo() -> (crate::sim::Running, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tenant = crate::sim::seed::demo(OffsetDateTime::now_utc()).unwrap();
+        let running = crate::sim::spawn(listener, tenant).unwrap();
+        let (tenant_id, client_id, secret) = {
+            let t = running.sim.tenant();
+            (
+                t.id.clone(),
+                t.apps[0].client_id.clone(),
+                t.apps[0].client_secret.clone(),
+            )
+        };
+        let token: Value = reqwest::Client::new()
+            .post(format!(
+                "{}/{tenant_id}/oauth2/v2.0/token",
+                running.base_url()
+            ))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", client_id.as_str()),
+                ("client_secret", secret.as_str()),
+                ("scope", "https://graph.microsoft.com/.default"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (running, token["access_token"].as_str().unwrap().to_owned())
+    }
+
+    #[tokio::test]
+    async fn a_run_request_fault_carries_out_the_write_and_loses_its_answer() {
+        const ADELE: &str = "6ea91a8d-e32e-41a1-b7f6-3a2b1c0d9e8f";
+        let (running, token) = running_demo().await;
+        let taps = format!("/users/{ADELE}/authentication/temporaryAccessPassMethods");
+        running.sim.faults().push(
+            validate_fault(
+                serde_json::from_value(json!({
+                    "path_prefix": taps, "method": "POST", "status": 504,
+                    "run_request": true, "count": 1
+                }))
+                .unwrap(),
+            )
+            .unwrap(),
+        );
+        let http = reqwest::Client::new();
+        let url = format!("{}/v1.0{taps}", running.base_url());
+        // A GET of the same path is not the fault's method: untouched.
+        let listed = http.get(&url).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(listed.status(), 200);
+        let count_taps = || {
+            running
+                .sim
+                .tenant()
+                .users
+                .iter()
+                .find(|u| u.id == ADELE)
+                .map_or(0, |u| {
+                    u.methods
+                        .iter()
+                        .filter(|m| matches!(m, Method::TemporaryAccessPass(_)))
+                        .count()
+                })
+        };
+        assert_eq!(count_taps(), 0);
+        let audits = running.sim.tenant().audits.len();
+
+        let answer = http
+            .post(&url)
+            .bearer_auth(&token)
+            .json(&json!({"lifetimeInMinutes": 60}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 504, "the answer is the fault's");
+        let body: Value = answer.json().await.unwrap();
+        assert!(body.get("temporaryAccessPass").is_none(), "{body}");
+        // ...but the pass was created, and audited, exactly once.
+        assert_eq!(count_taps(), 1);
+        assert_eq!(running.sim.tenant().audits.len(), audits + 1);
+        assert!(running.sim.faults().is_empty(), "count used up");
     }
 
     #[test]

@@ -24,6 +24,11 @@ pub struct Fault {
     pub latency: Duration,
     /// How many more requests it applies to (`None`: until cleared).
     pub remaining: Option<u32>,
+    /// Only requests with this HTTP method (uppercase), or any when `None`.
+    pub method: Option<String>,
+    /// Carry the request out first, then delay and replace its answer: a
+    /// write that happened although its caller never heard so.
+    pub run_request: bool,
 }
 
 /// Shared, cheaply cloned handle to the emulator's state.
