@@ -443,6 +443,49 @@ impl AuditLog {
         }
     }
 
+    /// The newest `limit` entries of a tenant's chain, newest first (for the
+    /// admin API; [`AuditLog::verify`] is what checks them).
+    pub async fn recent(&self, tenant: &TenantId, limit: u32) -> Result<Vec<Entry>, AuditError> {
+        #[allow(clippy::type_complexity)]
+        let rows: Vec<(
+            i64,
+            i64,
+            String,
+            i64,
+            String,
+            i64,
+            String,
+            String,
+            String,
+            Option<i64>,
+        )> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM audit_entries WHERE tenant = $1 \
+             ORDER BY seq DESC, id DESC LIMIT $2"
+        ))
+        .bind(tenant.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(
+                |(row, v, tenant, seq, kind, at, body, prev_sha256, sha256, intent_seq)| {
+                    to_entry(&StoredRow {
+                        row,
+                        v,
+                        tenant,
+                        seq,
+                        kind,
+                        at,
+                        body,
+                        prev_sha256,
+                        sha256,
+                        intent_seq,
+                    })
+                },
+            )
+            .collect()
+    }
+
     /// Checks the chains in `scope`: recomputes every entry's hash from its
     /// stored fields and follows the seq numbers and prev links; reports, per
     /// tenant, the entry count, the head, and the first bad entry.

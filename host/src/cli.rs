@@ -58,6 +58,19 @@ enum Command {
     /// Verify and export the hash-chained activity log, for auditors.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Run the service: check the configuration, reconcile the audit log,
+    /// apply every tenant's module, and serve the admin API until Ctrl-C or
+    /// SIGTERM.
+    Serve {
+        /// The configuration file (TOML).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Check the configuration, keys, secrets and every module, then
+        /// exit without opening the database: 0 when all is well, 1 when a
+        /// module is refused.
+        #[arg(long)]
+        check: bool,
+    },
     /// Create an ed25519 key pair (PEM), for signing modules or receipts.
     Keygen {
         /// Write the private key to PREFIX.pem and the public key to PREFIX.pub.pem.
@@ -245,6 +258,7 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> Result<u8, CliError> {
     match cli.command {
         Command::Keygen { out } => keygen(&out),
+        Command::Serve { config, check } => serve(&config, check),
         Command::Audit(AuditCommand::Verify { db }) => audit_verify(&db),
         Command::Audit(AuditCommand::Export { db, format }) => audit_export(&db, format),
         Command::Audit(AuditCommand::Replay {
@@ -711,6 +725,120 @@ fn find_module(
     Err(CliError::new(format!(
         "module {hash} is not in the given places; pass --module FILE, --cache-dir DIR or --modules DIR"
     )))
+}
+
+fn serve(config_path: &Path, check: bool) -> Result<u8, CliError> {
+    use crate::service::{Service, TenantStatus};
+
+    let print_tenants = |tenants: &[TenantStatus]| -> usize {
+        let mut refused = 0usize;
+        for t in tenants {
+            match (&t.active, &t.last_refusal) {
+                (Some(active), None) => {
+                    let signed = active
+                        .signed_by
+                        .as_ref()
+                        .map(|kid| format!(", signed by {kid}"))
+                        .unwrap_or_default();
+                    println!("ok       {} ({}): {}{signed}", t.id, t.name, active.sha256);
+                }
+                (_, Some(refusal)) => {
+                    refused += 1;
+                    println!("REFUSED  {} ({}): {}", t.id, t.name, refusal.reason);
+                }
+                (None, None) => {}
+            }
+        }
+        refused
+    };
+    if check {
+        let report = Service::check(config_path).map_err(|e| CliError::new(e.to_string()))?;
+        println!("host key {}", report.key_id);
+        let refused = print_tenants(&report.tenants);
+        println!(
+            "{} accepted, {refused} refused",
+            report.tenants.len() - refused
+        );
+        return Ok(if refused == 0 { EXIT_OK } else { EXIT_FAILED });
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(async {
+        let (service, startup) = Service::start(config_path)
+            .await
+            .map_err(|e| CliError::new(e.to_string()))?;
+        println!(
+            "host key {} ({} verifying)",
+            startup.key_id,
+            count(startup.verifying_keys as u64, "key")
+        );
+        match startup.reconciled.as_slice() {
+            [] => println!(
+                "audit    {}: no intent left without outcome",
+                service.audit().path().display()
+            ),
+            ids => println!(
+                "audit    {}: reconciled {} left without outcome, recorded as unknown: {}",
+                service.audit().path().display(),
+                count(ids.len() as u64, "intent"),
+                ids.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+        let refused = print_tenants(&startup.tenants);
+        println!(
+            "{} accepted, {refused} refused",
+            startup.tenants.len() - refused
+        );
+        let listener = service
+            .bind_admin()
+            .await
+            .map_err(|e| CliError::new(e.to_string()))?;
+        match &listener {
+            Some(l) => {
+                let addr = l.local_addr().map_err(|e| CliError::new(e.to_string()))?;
+                println!("admin API listening on http://{addr}/admin/v1/");
+            }
+            None => println!("admin API off (no [admin] table)"),
+        }
+        println!("latchkey serve running; Ctrl-C or SIGTERM stops it");
+        Arc::clone(&service)
+            .run(listener, shutdown_signal())
+            .await
+            .map_err(|e| CliError::new(e.to_string()))?;
+        service.close().await;
+        println!("latchkey serve stopped");
+        Ok(EXIT_OK)
+    })
+}
+
+/// Completes on Ctrl-C (SIGINT) or, on Unix, SIGTERM (what service managers
+/// send).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM ({e}); only Ctrl-C stops the service");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// The emulator's default port.

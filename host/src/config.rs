@@ -1,7 +1,37 @@
-//! Configuration: parsed from TOML into a raw form, then validated into
-//! [`Config`], so that the rest of the host only sees values that make sense.
+//! Configuration (`latchkey.toml`): parsed from TOML into a raw form, then
+//! validated into [`Config`], so that the rest of the host only sees values
+//! that make sense.
+//!
+//! Parsing is strict: an unknown key anywhere is an error (a typo must not
+//! silently fall back to a default), and every error names its line. Relative
+//! paths are taken relative to the configuration file's directory. Files the
+//! configuration names (keys, the admin token, Graph client secrets) are read
+//! when the service starts, not when the text is parsed.
 //!
 //! ```toml
+//! [host]
+//! # The host's receipt signing key: an ed25519 private key in PKCS#8 PEM, as
+//! # `latchkey keygen --out host` writes it. Required by `latchkey serve`.
+//! signing_key = "host.pem"
+//! # Public keys of earlier host keys: receipts they signed still verify
+//! # (key rotation). Default: none.
+//! trusted_keys = ["host-2025.pub.pem"]
+//! # The SQLite database holding the audit log. Default: "latchkey.db"
+//! # beside this file.
+//! database = "latchkey.db"
+//! # How old an intent without outcome must be before start-up
+//! # reconciliation records its outcome as unknown. Default: 900 (15 min).
+//! reconcile_grace_seconds = 900
+//!
+//! # The admin API. Without this table the admin API is off.
+//! [admin]
+//! # An IP address and port. Default: "127.0.0.1:7720". An address other
+//! # than loopback is refused unless allow_remote = true (default false).
+//! listen = "127.0.0.1:7720"
+//! # A file holding the bearer token, at least 32 visible ASCII characters
+//! # (`openssl rand -hex 32 > admin.token`). Required.
+//! token_file = "admin.token"
+//!
 //! [policy]
 //! # Module, signature and publisher key files are named relative to this
 //! # directory and reached only through it.
@@ -10,6 +40,7 @@
 //! cache_dir = "/var/cache/latchkey/modules"
 //!
 //! [tenants.72f988bf-86f1-41af-91ab-2d7cd011db47]
+//! # Default: the tenant id.
 //! name = "Contoso"
 //! module = "contoso.wasm"
 //! sha256 = "<64 lowercase hex digits>"
@@ -17,15 +48,74 @@
 //! publisher_keys = ["msp-2026.pub.pem"]
 //! # Optional; defaults to the module's name with ".sig" appended.
 //! signature = "contoso.wasm.sig"
+//! # The longest Temporary Access Pass the host signs for, whatever the
+//! # module asks, in minutes. Default 60; Entra accepts 10 to 43200.
+//! max_tap_lifetime_minutes = 60
+//! # The tenant's offset from UTC, in minutes, for the local hour and weekday
+//! # modules see. Default 0; from -720 to 840.
+//! utc_offset_minutes = 60
+//!
+//! # The tenant's app registration, for Microsoft Graph. Required by
+//! # `latchkey serve`.
+//! [tenants.72f988bf-86f1-41af-91ab-2d7cd011db47.graph]
+//! client_id = "00000000-0000-0000-0000-000000000000"
+//! # The client secret: exactly one of a file or an environment variable.
+//! client_secret_file = "contoso.secret"
+//! # client_secret_env = "CONTOSO_GRAPH_SECRET"
+//! # Default: "https://login.microsoftonline.com".
+//! authority = "https://login.microsoftonline.com"
+//! # Default: "https://graph.microsoft.com/v1.0".
+//! graph_base_url = "https://graph.microsoft.com/v1.0"
+//! # Default: "https://graph.microsoft.com/.default"; national clouds name
+//! # their own Graph host.
+//! scope = "https://graph.microsoft.com/.default"
+//! # Per attempt. Default 10.
+//! timeout_seconds = 10
+//! # Default 4.
+//! max_retries = 4
 //! ```
+//!
+//! The client secret is never written in the configuration itself: the file
+//! is copied into repositories, tickets and backups, and a secret in it
+//! leaks with it. A file readable by the service alone, or an environment
+//! variable set by the service manager, keeps it out of all of those.
+//!
+//! `host/latchkey.example.toml` is a complete example; a test parses it.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
-use crate::policy::ModuleHash;
+use crate::admin::AdminToken;
+use crate::audit::DEFAULT_RECONCILE_GRACE;
+use crate::graph::{self, GraphConfig, Secret};
+use crate::policy::{ModuleHash, TAP_LIFETIME_MINUTES};
 use crate::tenant::TenantId;
+
+/// Default [`HostConfig::database`]: `latchkey.db`, beside the
+/// configuration file.
+pub const DEFAULT_DATABASE: &str = "latchkey.db";
+/// Default [`AdminConfig::listen`]: `127.0.0.1:7720`, loopback only.
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7720);
+/// The shortest admin token accepted, in characters: 32 random hex digits
+/// are 128 bits, beyond guessing over a network.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+/// The longest admin token accepted, in characters; a bound on what is read
+/// and compared, far above any token a generator makes.
+pub const MAX_ADMIN_TOKEN_CHARS: usize = 1024;
+/// Default [`TenantConfig::max_tap_lifetime_minutes`]: 60, Entra's own
+/// default lifetime for a Temporary Access Pass.
+pub const DEFAULT_MAX_TAP_LIFETIME_MINUTES: u32 = 60;
+/// The UTC offsets accepted, in minutes: UTC-12:00 to UTC+14:00, the range
+/// of the world's time zones.
+pub const UTC_OFFSET_MINUTES: RangeInclusive<i32> = -720..=840;
+/// The longest client secret file read, in bytes: a secret is well under a
+/// kilobyte; anything larger is the wrong file.
+const MAX_SECRET_FILE_BYTES: u64 = 16 * 1024;
 
 /// Validated configuration.
 #[derive(Debug, Clone)]
@@ -34,11 +124,44 @@ pub struct Config {
     pub modules_dir: PathBuf,
     /// Where precompiled modules are cached, if anywhere.
     pub cache_dir: Option<PathBuf>,
-    /// Each tenant's pinned policy.
+    /// Each tenant's settings.
     pub tenants: BTreeMap<TenantId, TenantConfig>,
+    /// The host's keys and storage (`[host]`; defaults when absent).
+    pub host: HostConfig,
+    /// The admin API (`[admin]`); `None` turns it off.
+    pub admin: Option<AdminConfig>,
 }
 
-/// One tenant's policy settings.
+/// The host's own settings: `[host]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostConfig {
+    /// The receipt signing key (PKCS#8 PEM). `latchkey serve` requires it;
+    /// other commands do not read it.
+    pub signing_key: Option<PathBuf>,
+    /// Public keys of earlier host keys, still accepted when verifying
+    /// receipts. Default: none.
+    pub trusted_keys: Vec<PathBuf>,
+    /// The SQLite database for the audit log. Default [`DEFAULT_DATABASE`]
+    /// beside the configuration file.
+    pub database: PathBuf,
+    /// How old an unanswered intent must be before start-up reconciliation
+    /// answers it. Default [`DEFAULT_RECONCILE_GRACE`] (15 minutes).
+    pub reconcile_grace: Duration,
+}
+
+/// The admin API's settings: `[admin]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Where it listens. Default [`DEFAULT_ADMIN_LISTEN`]; anything but a
+    /// loopback address requires `allow_remote = true`.
+    pub listen: SocketAddr,
+    /// Whether a non-loopback `listen` was explicitly allowed. Default false.
+    pub allow_remote: bool,
+    /// The file holding the bearer token. Required.
+    pub token_file: PathBuf,
+}
+
+/// One tenant's settings: `[tenants.<guid>]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantConfig {
     /// A name for people; defaults to the tenant id.
@@ -52,13 +175,51 @@ pub struct TenantConfig {
     pub publisher_keys: Vec<PathBuf>,
     /// The signature file, relative to the modules directory.
     pub signature: PathBuf,
+    /// The longest Temporary Access Pass the host signs a receipt for, in
+    /// minutes, whatever the module asks. Default
+    /// [`DEFAULT_MAX_TAP_LIFETIME_MINUTES`]; within [`TAP_LIFETIME_MINUTES`].
+    pub max_tap_lifetime_minutes: u32,
+    /// The tenant's offset from UTC in minutes, for the local hour and
+    /// weekday modules see. Default 0; within [`UTC_OFFSET_MINUTES`].
+    pub utc_offset_minutes: i32,
+    /// The tenant's Graph app registration; `latchkey serve` requires it.
+    pub graph: Option<GraphSettings>,
+}
+
+/// A tenant's Graph settings: `[tenants.<guid>.graph]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphSettings {
+    /// The app registration's application (client) id.
+    pub client_id: String,
+    /// Where the client secret is read from.
+    pub client_secret: SecretSource,
+    /// Default [`graph::DEFAULT_AUTHORITY`].
+    pub authority: String,
+    /// Default [`graph::DEFAULT_GRAPH_BASE_URL`].
+    pub graph_base_url: String,
+    /// Default [`graph::DEFAULT_SCOPE`].
+    pub scope: String,
+    /// Per attempt. Default [`graph::DEFAULT_TIMEOUT`].
+    pub timeout: Duration,
+    /// Default [`graph::DEFAULT_MAX_RETRIES`].
+    pub max_retries: u32,
+}
+
+/// Where a secret is read from; never the configuration text itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A file (resolved against the configuration's directory); surrounding
+    /// whitespace, such as a final newline, is ignored.
+    File(PathBuf),
+    /// An environment variable, by name.
+    Env(String),
 }
 
 /// Why configuration was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// Not valid TOML of the expected shape.
+    /// Not valid TOML of the expected shape, or a value out of range.
     #[error("invalid configuration at line {line}: {message}")]
     Toml {
         /// The 1-based line the error is on.
@@ -76,14 +237,110 @@ pub enum ConfigError {
         /// The offending path.
         path: PathBuf,
     },
+    /// A file the configuration names (or the configuration) cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The admin token file does not hold a usable token.
+    #[error("admin token file {}: {problem}", path.display())]
+    AdminToken {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        problem: String,
+    },
+    /// A tenant's Graph client secret cannot be had.
+    #[error("tenant {tenant}: Graph client secret from {from}: {problem}")]
+    GraphSecret {
+        /// The tenant.
+        tenant: TenantId,
+        /// The file or environment variable.
+        from: String,
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    #[serde(default)]
+    host: RawHost,
+    #[serde(default)]
+    admin: Option<RawAdmin>,
     policy: RawPolicy,
     #[serde(default)]
     tenants: BTreeMap<TenantId, RawTenant>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    #[serde(default)]
+    signing_key: Option<PathBuf>,
+    #[serde(default)]
+    trusted_keys: Vec<PathBuf>,
+    #[serde(default)]
+    database: Option<PathBuf>,
+    #[serde(default)]
+    reconcile_grace_seconds: Option<u64>,
+}
+
+/// `[admin]`, checked as it is deserialized so that a refusal names its line.
+#[derive(Deserialize)]
+#[serde(try_from = "RawAdminFields")]
+struct RawAdmin {
+    listen: SocketAddr,
+    allow_remote: bool,
+    token_file: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdminFields {
+    #[serde(default)]
+    listen: Option<String>,
+    #[serde(default)]
+    allow_remote: bool,
+    token_file: Option<PathBuf>,
+}
+
+impl TryFrom<RawAdminFields> for RawAdmin {
+    type Error = String;
+
+    fn try_from(raw: RawAdminFields) -> Result<RawAdmin, String> {
+        let listen = match raw.listen {
+            None => DEFAULT_ADMIN_LISTEN,
+            Some(text) => text.parse::<SocketAddr>().map_err(|_| {
+                format!(
+                    "[admin] listen = {text:?} is not an IP address and port \
+                     (like \"127.0.0.1:7720\" or \"[::1]:7720\")"
+                )
+            })?,
+        };
+        if !listen.ip().is_loopback() && !raw.allow_remote {
+            return Err(format!(
+                "[admin] listen = \"{listen}\" is not a loopback address; the admin API \
+                 can reload policy modules, so it listens beyond this machine only with \
+                 allow_remote = true (put it behind TLS)"
+            ));
+        }
+        let token_file = raw.token_file.ok_or_else(|| {
+            "[admin] needs token_file, a file holding the bearer token \
+             (create one with `openssl rand -hex 32 > admin.token`)"
+                .to_owned()
+        })?;
+        Ok(RawAdmin {
+            listen,
+            allow_remote: raw.allow_remote,
+            token_file,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -105,10 +362,182 @@ struct RawTenant {
     publisher_keys: Vec<PathBuf>,
     #[serde(default)]
     signature: Option<PathBuf>,
+    #[serde(default = "default_tap", deserialize_with = "tap_lifetime")]
+    max_tap_lifetime_minutes: u32,
+    #[serde(default, deserialize_with = "utc_offset")]
+    utc_offset_minutes: i32,
+    #[serde(default)]
+    graph: Option<RawGraph>,
+}
+
+fn default_tap() -> u32 {
+    DEFAULT_MAX_TAP_LIFETIME_MINUTES
+}
+
+fn tap_lifetime<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let minutes = i64::deserialize(d)?;
+    u32::try_from(minutes)
+        .ok()
+        .filter(|m| TAP_LIFETIME_MINUTES.contains(m))
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "max_tap_lifetime_minutes = {minutes}: Entra accepts a Temporary Access Pass \
+                 lifetime of {} to {} minutes",
+                TAP_LIFETIME_MINUTES.start(),
+                TAP_LIFETIME_MINUTES.end()
+            ))
+        })
+}
+
+fn utc_offset<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+    let minutes = i64::deserialize(d)?;
+    i32::try_from(minutes)
+        .ok()
+        .filter(|m| UTC_OFFSET_MINUTES.contains(m))
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "utc_offset_minutes = {minutes}: an offset from UTC is {} to {} minutes",
+                UTC_OFFSET_MINUTES.start(),
+                UTC_OFFSET_MINUTES.end()
+            ))
+        })
+}
+
+/// `[tenants.<guid>.graph]`, checked as it is deserialized.
+#[derive(Deserialize)]
+#[serde(try_from = "RawGraphFields")]
+struct RawGraph {
+    client_id: String,
+    secret: RawSecret,
+    authority: String,
+    graph_base_url: String,
+    scope: String,
+    timeout: Duration,
+    max_retries: u32,
+}
+
+enum RawSecret {
+    File(PathBuf),
+    Env(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGraphFields {
+    client_id: String,
+    #[serde(default)]
+    client_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    client_secret_env: Option<String>,
+    #[serde(default)]
+    authority: Option<String>,
+    #[serde(default)]
+    graph_base_url: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    timeout_seconds: Option<u64>,
+    #[serde(default)]
+    max_retries: Option<u32>,
+}
+
+impl TryFrom<RawGraphFields> for RawGraph {
+    type Error = String;
+
+    fn try_from(raw: RawGraphFields) -> Result<RawGraph, String> {
+        if raw.client_id.trim().is_empty() {
+            return Err("graph client_id is empty".to_owned());
+        }
+        let secret = match (raw.client_secret_file, raw.client_secret_env) {
+            (Some(file), None) if !file.as_os_str().is_empty() => RawSecret::File(file),
+            (None, Some(name)) if valid_env_name(&name) => RawSecret::Env(name),
+            (None, Some(name)) => {
+                return Err(format!(
+                    "graph client_secret_env = {name:?} is not an environment variable name"
+                ));
+            }
+            (Some(_), Some(_)) => {
+                return Err(
+                    "graph sets both client_secret_file and client_secret_env; keep one".to_owned(),
+                );
+            }
+            (Some(_), None) | (None, None) => {
+                return Err("graph needs the client secret from client_secret_file or \
+                     client_secret_env (never inline in the configuration)"
+                    .to_owned());
+            }
+        };
+        let authority = url(raw.authority, graph::DEFAULT_AUTHORITY, "authority")?;
+        let graph_base_url = url(
+            raw.graph_base_url,
+            graph::DEFAULT_GRAPH_BASE_URL,
+            "graph_base_url",
+        )?;
+        let scope = raw.scope.unwrap_or_else(|| graph::DEFAULT_SCOPE.to_owned());
+        if scope.trim().is_empty() {
+            return Err("graph scope is empty".to_owned());
+        }
+        let timeout = match raw.timeout_seconds {
+            None => graph::DEFAULT_TIMEOUT,
+            Some(0) => return Err("graph timeout_seconds must be at least 1".to_owned()),
+            Some(s) if s > 600 => {
+                return Err(format!(
+                    "graph timeout_seconds = {s}: at most 600; a user in a chat is waiting"
+                ));
+            }
+            Some(s) => Duration::from_secs(s),
+        };
+        let max_retries = match raw.max_retries {
+            None => graph::DEFAULT_MAX_RETRIES,
+            Some(n) if n > 10 => {
+                return Err(format!("graph max_retries = {n}: at most 10"));
+            }
+            Some(n) => n,
+        };
+        Ok(RawGraph {
+            client_id: raw.client_id,
+            secret,
+            authority,
+            graph_base_url,
+            scope,
+            timeout,
+            max_retries,
+        })
+    }
+}
+
+/// A base URL's syntax and scheme; the Graph client checks the rest (plain
+/// http only to this machine) when it is built.
+fn url(value: Option<String>, default: &str, field: &str) -> Result<String, String> {
+    let Some(value) = value else {
+        return Ok(default.to_owned());
+    };
+    match reqwest::Url::parse(&value) {
+        Ok(u) if matches!(u.scheme(), "https" | "http") && u.host_str().is_some() => Ok(value),
+        Ok(_) => Err(format!("graph {field} = {value:?} is not an http(s) URL")),
+        Err(e) => Err(format!("graph {field} = {value:?} is not a URL: {e}")),
+    }
+}
+
+/// POSIX portable names: letters, digits and `_`, not starting with a digit.
+fn valid_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 impl Config {
-    /// Parses and validates configuration text. Relative directories are taken
+    /// Reads, parses and validates the configuration file at `path`;
+    /// relative paths in it are taken relative to its directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text, path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// Parses and validates configuration text. Relative paths are taken
     /// relative to `base` (the configuration file's directory).
     pub fn from_toml(text: &str, base: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Toml {
@@ -130,6 +559,18 @@ impl Config {
             for key in &t.publisher_keys {
                 inside(&id, "publisher key", key)?;
             }
+            let graph = t.graph.map(|g| GraphSettings {
+                client_id: g.client_id,
+                client_secret: match g.secret {
+                    RawSecret::File(file) => SecretSource::File(base.join(file)),
+                    RawSecret::Env(name) => SecretSource::Env(name),
+                },
+                authority: g.authority,
+                graph_base_url: g.graph_base_url,
+                scope: g.scope,
+                timeout: g.timeout,
+                max_retries: g.max_retries,
+            });
             tenants.insert(
                 id.clone(),
                 TenantConfig {
@@ -138,15 +579,175 @@ impl Config {
                     sha256: t.sha256,
                     publisher_keys: t.publisher_keys,
                     signature,
+                    max_tap_lifetime_minutes: t.max_tap_lifetime_minutes,
+                    utc_offset_minutes: t.utc_offset_minutes,
+                    graph,
                 },
             );
         }
+        let host = HostConfig {
+            signing_key: raw.host.signing_key.map(|p| base.join(p)),
+            trusted_keys: raw.host.trusted_keys.iter().map(|p| base.join(p)).collect(),
+            database: base.join(
+                raw.host
+                    .database
+                    .as_deref()
+                    .unwrap_or(Path::new(DEFAULT_DATABASE)),
+            ),
+            reconcile_grace: raw
+                .host
+                .reconcile_grace_seconds
+                .map_or(DEFAULT_RECONCILE_GRACE, Duration::from_secs),
+        };
+        let admin = raw.admin.map(|a| AdminConfig {
+            listen: a.listen,
+            allow_remote: a.allow_remote,
+            token_file: base.join(a.token_file),
+        });
         Ok(Config {
             modules_dir: base.join(raw.policy.modules_dir),
             cache_dir: raw.policy.cache_dir.map(|d| base.join(d)),
             tenants,
+            host,
+            admin,
         })
     }
+}
+
+impl AdminConfig {
+    /// Reads the bearer token from [`AdminConfig::token_file`]. Surrounding
+    /// whitespace (a final newline) is ignored; the token must be
+    /// [`MIN_ADMIN_TOKEN_CHARS`] to [`MAX_ADMIN_TOKEN_CHARS`] visible ASCII
+    /// characters, which is what an `Authorization` header can carry.
+    pub fn read_token(&self) -> Result<AdminToken, ConfigError> {
+        let path = &self.token_file;
+        let problem = |problem: String| ConfigError::AdminToken {
+            path: path.clone(),
+            problem,
+        };
+        let text = read_bounded(path, MAX_ADMIN_TOKEN_CHARS as u64 + 64)?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(problem(
+                "the file is empty; put a random token in it \
+                 (`openssl rand -hex 32 > admin.token`)"
+                    .to_owned(),
+            ));
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(problem(
+                "the token must be visible ASCII characters only, with no spaces".to_owned(),
+            ));
+        }
+        let chars = token.len();
+        if chars < MIN_ADMIN_TOKEN_CHARS {
+            return Err(problem(format!(
+                "the token is {chars} characters; use at least {MIN_ADMIN_TOKEN_CHARS} \
+                 (`openssl rand -hex 32` makes 64)"
+            )));
+        }
+        if chars > MAX_ADMIN_TOKEN_CHARS {
+            return Err(problem(format!(
+                "the token is {chars} characters; at most {MAX_ADMIN_TOKEN_CHARS}"
+            )));
+        }
+        warn_if_shared(path, "admin token");
+        Ok(AdminToken::new(Secret::new(token)))
+    }
+}
+
+impl GraphSettings {
+    /// Reads the client secret from its file or environment variable.
+    pub fn read_secret(&self, tenant: &TenantId) -> Result<Secret, ConfigError> {
+        let (from, value) = match &self.client_secret {
+            SecretSource::File(path) => {
+                let from = format!("file {}", path.display());
+                let text = read_bounded(path, MAX_SECRET_FILE_BYTES).map_err(|e| {
+                    ConfigError::GraphSecret {
+                        tenant: tenant.clone(),
+                        from: from.clone(),
+                        problem: match e {
+                            ConfigError::Read { source, .. } => source.to_string(),
+                            other => other.to_string(),
+                        },
+                    }
+                })?;
+                warn_if_shared(path, "Graph client secret");
+                (from, text)
+            }
+            SecretSource::Env(name) => {
+                let from = format!("environment variable {name}");
+                let value = std::env::var(name).map_err(|e| ConfigError::GraphSecret {
+                    tenant: tenant.clone(),
+                    from: from.clone(),
+                    problem: e.to_string(),
+                })?;
+                (from, value)
+            }
+        };
+        let secret = value.trim();
+        if secret.is_empty() {
+            return Err(ConfigError::GraphSecret {
+                tenant: tenant.clone(),
+                from,
+                problem: "it is empty".to_owned(),
+            });
+        }
+        Ok(Secret::new(secret))
+    }
+
+    /// The Graph client configuration for `tenant`, with the secret read.
+    pub fn graph_config(&self, tenant: &TenantId) -> Result<GraphConfig, ConfigError> {
+        let mut config = GraphConfig::new(
+            tenant.clone(),
+            self.client_id.clone(),
+            self.read_secret(tenant)?,
+        );
+        config.authority = self.authority.clone();
+        config.graph_base_url = self.graph_base_url.clone();
+        config.scope = self.scope.clone();
+        config.timeout = self.timeout;
+        config.max_retries = self.max_retries;
+        Ok(config)
+    }
+}
+
+/// Reads a small text file, refusing one larger than `limit` bytes.
+fn read_bounded(path: &Path, limit: u64) -> Result<String, ConfigError> {
+    use std::io::Read as _;
+    let read_error = |source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let mut text = String::new();
+    file.take(limit + 1)
+        .read_to_string(&mut text)
+        .map_err(read_error)?;
+    if text.len() as u64 > limit {
+        return Err(read_error(std::io::Error::other(format!(
+            "larger than {limit} bytes; is this the right file?"
+        ))));
+    }
+    Ok(text)
+}
+
+/// Secrets belong in files only the service can read; say so when others can.
+fn warn_if_shared(path: &Path, what: &str) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                file = %path.display(),
+                "the {what} file is readable by other users; chmod 600 it"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, what);
 }
 
 /// Refuses absolute paths and `..`: the directory handle would refuse them
@@ -175,6 +776,33 @@ mod tests {
         let text =
             format!("[policy]\nmodules_dir = \"mods\"\n\n[tenants.{TENANT}]\n{tenant_body}\n");
         Config::from_toml(&text, Path::new("/etc/latchkey"))
+    }
+
+    fn pinned() -> String {
+        format!(
+            "module = \"m.wasm\"\nsha256 = \"{}\"\n",
+            ModuleHash::of(b"m")
+        )
+    }
+
+    fn tenant(c: &Config) -> &TenantConfig {
+        &c.tenants[&TENANT.parse::<TenantId>().unwrap()]
+    }
+
+    /// The whole file with `extra` appended; for tables other than the tenant's.
+    fn with(extra: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            "[policy]\nmodules_dir = \"mods\"\n\n[tenants.{TENANT}]\n{}\n{extra}\n",
+            pinned()
+        );
+        Config::from_toml(&text, Path::new("/etc/latchkey"))
+    }
+
+    fn toml_error(result: Result<Config, ConfigError>) -> (usize, String) {
+        match result {
+            Err(ConfigError::Toml { line, message }) => (line, message),
+            other => panic!("expected a TOML error, got {other:?}"),
+        }
     }
 
     #[test]
@@ -212,5 +840,303 @@ mod tests {
         let absolute =
             config(&format!("module = \"/tmp/m.wasm\"\nsha256 = \"{hash}\"")).unwrap_err();
         assert!(matches!(absolute, ConfigError::PathEscapes { .. }));
+    }
+
+    #[test]
+    fn defaults_when_only_policy_and_a_pin_are_given() {
+        let c = config(&pinned()).unwrap();
+        assert_eq!(c.host.signing_key, None);
+        assert!(c.host.trusted_keys.is_empty());
+        assert_eq!(c.host.database, Path::new("/etc/latchkey/latchkey.db"));
+        assert_eq!(c.host.reconcile_grace, DEFAULT_RECONCILE_GRACE);
+        assert!(c.admin.is_none(), "no [admin], no admin API");
+        let t = tenant(&c);
+        assert_eq!(t.name, TENANT);
+        assert_eq!(t.max_tap_lifetime_minutes, 60);
+        assert_eq!(t.utc_offset_minutes, 0);
+        assert!(t.graph.is_none());
+    }
+
+    #[test]
+    fn every_new_key_is_read() {
+        let c = with(
+            "[tenants.72f988bf-86f1-41af-91ab-2d7cd011db47.graph]\n\
+             client_id = \"app\"\nclient_secret_file = \"secrets/contoso\"\n\
+             authority = \"http://127.0.0.1:7710\"\n\
+             graph_base_url = \"http://127.0.0.1:7710/v1.0\"\n\
+             scope = \"https://graph.microsoft.us/.default\"\n\
+             timeout_seconds = 3\nmax_retries = 1\n\n\
+             [host]\nsigning_key = \"keys/host.pem\"\n\
+             trusted_keys = [\"keys/old.pub.pem\", \"/abs/older.pub.pem\"]\n\
+             database = \"/var/lib/latchkey/audit.db\"\nreconcile_grace_seconds = 60\n\n\
+             [admin]\nlisten = \"[::1]:9000\"\ntoken_file = \"admin.token\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.host.signing_key.as_deref(),
+            Some(Path::new("/etc/latchkey/keys/host.pem"))
+        );
+        assert_eq!(
+            c.host.trusted_keys,
+            vec![
+                PathBuf::from("/etc/latchkey/keys/old.pub.pem"),
+                PathBuf::from("/abs/older.pub.pem")
+            ]
+        );
+        assert_eq!(c.host.database, Path::new("/var/lib/latchkey/audit.db"));
+        assert_eq!(c.host.reconcile_grace, Duration::from_secs(60));
+        let admin = c.admin.as_ref().unwrap();
+        assert_eq!(admin.listen, "[::1]:9000".parse().unwrap());
+        assert!(!admin.allow_remote);
+        assert_eq!(admin.token_file, Path::new("/etc/latchkey/admin.token"));
+        let g = tenant(&c).graph.clone().unwrap();
+        assert_eq!(g.client_id, "app");
+        assert_eq!(
+            g.client_secret,
+            SecretSource::File("/etc/latchkey/secrets/contoso".into())
+        );
+        assert_eq!(g.authority, "http://127.0.0.1:7710");
+        assert_eq!(g.graph_base_url, "http://127.0.0.1:7710/v1.0");
+        assert_eq!(g.scope, "https://graph.microsoft.us/.default");
+        assert_eq!(g.timeout, Duration::from_secs(3));
+        assert_eq!(g.max_retries, 1);
+
+        let limits = config(&format!(
+            "{}max_tap_lifetime_minutes = 480\nutc_offset_minutes = -300\n",
+            pinned()
+        ))
+        .unwrap();
+        assert_eq!(tenant(&limits).max_tap_lifetime_minutes, 480);
+        assert_eq!(tenant(&limits).utc_offset_minutes, -300);
+    }
+
+    #[test]
+    fn graph_and_admin_defaults() {
+        let c = with(&format!(
+            "[tenants.{TENANT}.graph]\nclient_id = \"app\"\nclient_secret_env = \"CONTOSO_SECRET\"\n\
+             [admin]\ntoken_file = \"t\"\n"
+        ))
+        .unwrap();
+        let g = tenant(&c).graph.clone().unwrap();
+        assert_eq!(g.client_secret, SecretSource::Env("CONTOSO_SECRET".into()));
+        assert_eq!(g.authority, graph::DEFAULT_AUTHORITY);
+        assert_eq!(g.graph_base_url, graph::DEFAULT_GRAPH_BASE_URL);
+        assert_eq!(g.scope, graph::DEFAULT_SCOPE);
+        assert_eq!(g.timeout, graph::DEFAULT_TIMEOUT);
+        assert_eq!(g.max_retries, graph::DEFAULT_MAX_RETRIES);
+        let admin = c.admin.unwrap();
+        assert_eq!(admin.listen, DEFAULT_ADMIN_LISTEN);
+        assert_eq!(admin.listen.to_string(), "127.0.0.1:7720");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_in_every_table_with_their_line() {
+        for (extra, key) in [
+            ("[host]\nsigning_kee = \"h.pem\"", "signing_kee"),
+            ("[admin]\ntoken_file = \"t\"\nport = 1", "port"),
+            (
+                &*format!(
+                    "[tenants.{TENANT}.graph]\nclient_id = \"a\"\nclient_secret_env = \"S\"\nsecret = \"x\""
+                ),
+                "secret",
+            ),
+            ("[server]\nx = 1", "server"),
+        ] {
+            let (line, message) = toml_error(with(extra));
+            assert!(message.contains(key), "{extra}: {message}");
+            assert!(line >= 6, "{extra}: line {line}");
+        }
+    }
+
+    #[test]
+    fn the_client_secret_comes_from_exactly_one_source() {
+        let graph = |body: &str| {
+            with(&format!(
+                "[tenants.{TENANT}.graph]\nclient_id = \"a\"\n{body}"
+            ))
+        };
+        let (line, both) = toml_error(graph(
+            "client_secret_file = \"s\"\nclient_secret_env = \"S\"",
+        ));
+        assert!(both.contains("both"), "{both}");
+        assert!(line >= 6, "line {line}");
+        let (_, neither) = toml_error(graph(""));
+        assert!(
+            neither.contains("client_secret_file or client_secret_env"),
+            "{neither}"
+        );
+        let (_, inline) = toml_error(graph("client_secret = \"hunter2\""));
+        assert!(inline.contains("client_secret"), "{inline}");
+        let (_, bad_env) = toml_error(graph("client_secret_env = \"NOT A NAME\""));
+        assert!(bad_env.contains("environment variable"), "{bad_env}");
+        let (_, url) = toml_error(graph("client_secret_env = \"S\"\nauthority = \"ftp://x\""));
+        assert!(url.contains("authority"), "{url}");
+        let (_, timeout) = toml_error(graph("client_secret_env = \"S\"\ntimeout_seconds = 0"));
+        assert!(timeout.contains("timeout_seconds"), "{timeout}");
+    }
+
+    #[test]
+    fn a_remote_admin_address_needs_allow_remote() {
+        let (line, message) = toml_error(with(
+            "[admin]\nlisten = \"0.0.0.0:7720\"\ntoken_file = \"t\"",
+        ));
+        assert!(message.contains("allow_remote"), "{message}");
+        assert_eq!(line, 8, "the [admin] table's line");
+        let allowed =
+            with("[admin]\nlisten = \"0.0.0.0:7720\"\nallow_remote = true\ntoken_file = \"t\"")
+                .unwrap();
+        assert!(allowed.admin.unwrap().allow_remote);
+        let (_, no_token) = toml_error(with("[admin]\nlisten = \"127.0.0.1:1\""));
+        assert!(no_token.contains("token_file"), "{no_token}");
+        let (_, name) = toml_error(with(
+            "[admin]\nlisten = \"localhost:7720\"\ntoken_file = \"t\"",
+        ));
+        assert!(name.contains("IP address and port"), "{name}");
+    }
+
+    #[test]
+    fn tap_maximum_and_utc_offset_are_held_to_their_ranges() {
+        for bad in [0, 9, 43_201, -1] {
+            let (line, message) = toml_error(config(&format!(
+                "{}max_tap_lifetime_minutes = {bad}",
+                pinned()
+            )));
+            assert!(message.contains("10 to 43200"), "{bad}: {message}");
+            assert_eq!(line, 7, "{bad}");
+        }
+        for ok in [10, 43_200] {
+            let c = config(&format!("{}max_tap_lifetime_minutes = {ok}", pinned())).unwrap();
+            assert_eq!(tenant(&c).max_tap_lifetime_minutes, ok);
+        }
+        let (_, offset) = toml_error(config(&format!("{}utc_offset_minutes = 900", pinned())));
+        assert!(offset.contains("-720 to 840"), "{offset}");
+    }
+
+    fn admin_with_token(text: &[u8]) -> Result<AdminToken, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.token");
+        std::fs::write(&path, text).unwrap();
+        AdminConfig {
+            listen: DEFAULT_ADMIN_LISTEN,
+            allow_remote: false,
+            token_file: path,
+        }
+        .read_token()
+    }
+
+    #[test]
+    fn the_admin_token_must_be_long_visible_and_present() {
+        let good = "0123456789abcdef0123456789abcdef";
+        let token = admin_with_token(format!("{good}\n").as_bytes()).unwrap();
+        assert!(
+            token.matches(good.as_bytes()),
+            "the final newline is not part of it"
+        );
+        for (text, says) in [
+            (&b""[..], "empty"),
+            (b"  \n", "empty"),
+            (b"0123456789abcdef0123456789abcde", "at least 32"),
+            (b"0123456789abcdef 0123456789abcdef", "visible ASCII"),
+            (
+                "0123456789abcdef0123456789abcdéf".as_bytes(),
+                "visible ASCII",
+            ),
+        ] {
+            let err = admin_with_token(text).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::AdminToken { .. }) && err.to_string().contains(says),
+                "{text:?}: {err}"
+            );
+        }
+        let missing = AdminConfig {
+            listen: DEFAULT_ADMIN_LISTEN,
+            allow_remote: false,
+            token_file: "/nonexistent/latchkey/admin.token".into(),
+        }
+        .read_token()
+        .unwrap_err();
+        assert!(matches!(missing, ConfigError::Read { .. }), "{missing}");
+        let huge = admin_with_token(&vec![b'a'; 5000]).unwrap_err();
+        assert!(huge.to_string().contains("larger than"), "{huge}");
+    }
+
+    #[test]
+    fn graph_secrets_are_read_from_their_source() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s"), "s3cret-value\n").unwrap();
+        std::fs::write(dir.path().join("empty"), "\n").unwrap();
+        let tenant_id: TenantId = TENANT.parse().unwrap();
+        let settings = |source| GraphSettings {
+            client_id: "app".into(),
+            client_secret: source,
+            authority: graph::DEFAULT_AUTHORITY.into(),
+            graph_base_url: graph::DEFAULT_GRAPH_BASE_URL.into(),
+            scope: graph::DEFAULT_SCOPE.into(),
+            timeout: Duration::from_secs(7),
+            max_retries: 2,
+        };
+        let from_file = settings(SecretSource::File(dir.path().join("s")));
+        assert_eq!(
+            from_file.read_secret(&tenant_id).unwrap().expose(),
+            "s3cret-value"
+        );
+        let graph_config = from_file.graph_config(&tenant_id).unwrap();
+        assert_eq!(graph_config.timeout, Duration::from_secs(7));
+        assert_eq!(graph_config.max_retries, 2);
+        assert_eq!(graph_config.client_id, "app");
+        assert_eq!(graph_config.tenant_id, tenant_id);
+
+        let empty = settings(SecretSource::File(dir.path().join("empty")))
+            .read_secret(&tenant_id)
+            .unwrap_err();
+        assert!(empty.to_string().contains("empty"), "{empty}");
+        let missing = settings(SecretSource::File(dir.path().join("nope")))
+            .read_secret(&tenant_id)
+            .unwrap_err();
+        assert!(
+            matches!(missing, ConfigError::GraphSecret { .. }),
+            "{missing}"
+        );
+        // PATH is set wherever tests run; the other name is not.
+        assert!(
+            settings(SecretSource::Env("PATH".into()))
+                .read_secret(&tenant_id)
+                .is_ok()
+        );
+        let unset = settings(SecretSource::Env("LATCHKEY_TEST_UNSET_7F3A9C".into()))
+            .read_secret(&tenant_id)
+            .unwrap_err();
+        assert!(
+            unset.to_string().contains("LATCHKEY_TEST_UNSET_7F3A9C"),
+            "{unset}"
+        );
+    }
+
+    #[test]
+    fn the_example_file_parses_and_documents_the_defaults() {
+        let text = include_str!("../latchkey.example.toml");
+        let c = Config::from_toml(text, Path::new("/etc/latchkey")).unwrap();
+        assert!(!c.tenants.is_empty());
+        assert!(c.host.signing_key.is_some());
+        assert_eq!(
+            c.admin.as_ref().map(|a| a.listen),
+            Some(DEFAULT_ADMIN_LISTEN)
+        );
+        for default in [
+            "7720",
+            DEFAULT_DATABASE,
+            graph::DEFAULT_AUTHORITY,
+            graph::DEFAULT_GRAPH_BASE_URL,
+            "max_tap_lifetime_minutes = 60",
+            "utc_offset_minutes = 0",
+            "reconcile_grace_seconds = 900",
+            "timeout_seconds = 10",
+            "max_retries = 4",
+        ] {
+            assert!(
+                text.contains(default),
+                "the example does not mention {default}"
+            );
+        }
     }
 }

@@ -12,7 +12,9 @@
 //!   paging, typed errors) that the investigator and the executor call.
 //! * [`audit`]: the append-only, hash-chained activity log, its verification
 //!   and export.
-//! * [`config`]: the validated configuration.
+//! * [`config`]: the validated configuration (`latchkey.toml`).
+//! * [`service`]: the running service behind `latchkey serve`, and
+//!   [`admin`], its admin API.
 //! * [`keys`]: ed25519 keys and key ids.
 //! * [`ids`]: GUID-shaped identifiers (users, receipts, decisions).
 //! * [`tenant`]: tenant identity.
@@ -31,6 +33,7 @@ pub mod investigator;
 pub mod keys;
 pub mod policy;
 pub mod receipt;
+pub mod service;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod tenant;

@@ -1,6 +1,7 @@
 //! Latchkey's integration tests: one binary, one module per topic.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod admin;
 mod cache;
 mod executor;
 mod graph_client;

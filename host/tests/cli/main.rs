@@ -10,6 +10,7 @@ mod keys;
 mod policy;
 mod receipt;
 mod replay;
+mod serve;
 mod sim;
 
 use std::path::{Path, PathBuf};
