@@ -6,6 +6,7 @@ mod cache;
 mod executor;
 mod graph_client;
 mod hostile;
+mod investigator;
 mod policies;
 mod registry;
 mod reproducible;
