@@ -206,17 +206,22 @@ impl<'a> Inquiry<'a> {
 ///
 /// | Scenario | Actions |
 /// |---|---|
-/// | forgot password, account locked, password expired | reset password (the only cloud unlock is a reset) |
-/// | lost MFA device | issue a Temporary Access Pass, remove the lost MFA methods |
+/// | forgot password, account locked, password expired | reset password (the only cloud unlock is a reset), revoke sessions |
+/// | lost MFA device | issue a Temporary Access Pass, remove the lost MFA methods, revoke sessions |
+///
+/// Sessions are revoked with every change of credentials, so that nothing
+/// signed in with the old password or the lost device stays signed in; the
+/// policy may still allow less than is proposed.
 /// | Conditional Access, other account, mistyped, unknown | none: there is nothing to change, or nothing Latchkey may change |
 pub fn standard_remedy(scenario: Scenario) -> Vec<Action> {
     match scenario {
         Scenario::ForgotPassword | Scenario::AccountLocked | Scenario::PasswordExpired => {
-            vec![Action::ResetPassword]
+            vec![Action::ResetPassword, Action::RevokeSessions]
         }
         Scenario::LostMfaDevice => vec![
             Action::IssueTemporaryAccessPass,
             Action::RemoveLostMfaMethods,
+            Action::RevokeSessions,
         ],
         Scenario::ConditionalAccessBlocked
         | Scenario::OtherAccount

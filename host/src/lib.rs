@@ -33,6 +33,7 @@ pub mod investigator;
 pub mod keys;
 pub mod policy;
 pub mod receipt;
+pub mod resolution;
 pub mod service;
 #[cfg(feature = "sim")]
 pub mod sim;

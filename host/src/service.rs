@@ -36,12 +36,15 @@ use tokio::net::TcpListener;
 use crate::admin::{self, AdminToken};
 use crate::audit::{AuditError, AuditLog, EntryId, Kind};
 use crate::config::{AdminConfig, Config, ConfigError, TenantConfig};
+use crate::executor::Executor;
 use crate::graph::{GraphClient, GraphError};
+use crate::investigator::{Investigator, Settings as InvestigatorSettings};
 use crate::policy::registry::OpenError;
 use crate::policy::{
     Applied, Limits, LoadSource, ModuleHash, PolicyRegistry, Refusal, TenantPolicy,
 };
-use crate::receipt::{HostKeyError, HostKeys};
+use crate::receipt::{HostKeyError, HostKeys, NonceStore, SqliteNonceStore};
+use crate::resolution::{ResolveError, Resolver, TenantRuntime};
 use crate::tenant::TenantId;
 
 /// Why the service could not start (or `--check` failed).
@@ -294,7 +297,8 @@ pub struct Service {
     admin: Option<AdminConfig>,
     token: Option<AdminToken>,
     keys: HostKeys,
-    audit: AuditLog,
+    audit: Arc<AuditLog>,
+    executor: Executor,
     registry: PolicyRegistry,
     tenants: RwLock<BTreeMap<TenantId, TenantState>>,
     /// One reload at a time: a reload reads the file, applies and records,
@@ -354,6 +358,16 @@ impl Service {
                 .collect(),
             admin: prepared.config.admin.clone(),
         };
+        let audit = Arc::new(audit);
+        // Receipts are verified with every key the host trusts (its own and
+        // those kept for rotation); nonces live in the same database, so a
+        // receipt spent before a restart stays spent.
+        let nonces: Arc<dyn NonceStore> = Arc::new(SqliteNonceStore::new(&audit));
+        let executor = Executor::new(
+            prepared.keys.verifying().clone(),
+            nonces,
+            Arc::clone(&audit),
+        );
         let service = Service {
             config_path: config_path.to_owned(),
             modules_dir: prepared.config.modules_dir.clone(),
@@ -361,6 +375,7 @@ impl Service {
             token: prepared.token,
             keys: prepared.keys,
             audit,
+            executor,
             registry: prepared.registry,
             tenants: RwLock::new(prepared.tenants),
             reloads: tokio::sync::Mutex::new(()),
@@ -407,11 +422,21 @@ impl Service {
     /// Closes the audit log, letting SQLite checkpoint its write-ahead log,
     /// once nothing else holds the service (after [`Service::run`]).
     pub async fn close(self: Arc<Self>) {
+        let shared =
+            || tracing::debug!("the service is still shared; its audit log closes when dropped");
         match Arc::try_unwrap(self) {
-            Ok(service) => service.audit.close().await,
-            Err(_) => {
-                tracing::debug!("the service is still shared; its audit log closes when dropped")
+            Ok(service) => {
+                let Service {
+                    audit, executor, ..
+                } = service;
+                // The executor holds the log too; with it gone the log is ours.
+                drop(executor);
+                match Arc::try_unwrap(audit) {
+                    Ok(audit) => audit.close().await,
+                    Err(_) => shared(),
+                }
             }
+            Err(_) => shared(),
         }
     }
 
@@ -428,6 +453,53 @@ impl Service {
     /// The audit log.
     pub fn audit(&self) -> &AuditLog {
         &self.audit
+    }
+
+    /// The executor: the only writer to Graph.
+    pub fn executor(&self) -> &Executor {
+        &self.executor
+    }
+
+    /// The resolution steps over this service's registry, keys, log and
+    /// executor.
+    pub fn resolver(&self) -> Resolver<'_> {
+        Resolver {
+            registry: &self.registry,
+            keys: &self.keys,
+            audit: &self.audit,
+            executor: &self.executor,
+        }
+    }
+
+    /// What resolving a request in `tenant` needs from its settings now: its
+    /// Graph client, an investigator on it with the tenant's UTC offset, the
+    /// pinned module hash and the Temporary Access Pass maximum. Taken per
+    /// request, so a reload applies to the next one.
+    pub fn runtime(&self, tenant: &TenantId) -> Result<TenantRuntime, ResolveError> {
+        let (graph, config) = self
+            .read(|tenants| {
+                tenants
+                    .get(tenant)
+                    .map(|t| (t.graph.clone(), t.config.clone()))
+            })
+            .ok_or_else(|| ResolveError::UnknownTenant(tenant.clone()))?;
+        let settings_error = |reason: String| ResolveError::Settings {
+            tenant: tenant.clone(),
+            reason,
+        };
+        let settings = InvestigatorSettings {
+            utc_offset_minutes: i16::try_from(config.utc_offset_minutes)
+                .map_err(|e| settings_error(e.to_string()))?,
+            ..InvestigatorSettings::default()
+        };
+        let investigator = Investigator::new(graph.clone(), settings)
+            .map_err(|e| settings_error(e.to_string()))?;
+        Ok(TenantRuntime {
+            graph,
+            investigator,
+            pinned: config.sha256,
+            max_tap_lifetime_minutes: config.max_tap_lifetime_minutes,
+        })
     }
 
     /// The policy registry: each tenant's active module.

@@ -215,7 +215,10 @@ async fn forgot_password_fills_every_field_of_the_facts() {
 
     assert_eq!(facts.verifications, verified);
     assert!(facts.approvals.is_empty());
-    assert_eq!(facts.requested_actions, [Action::ResetPassword]);
+    assert_eq!(
+        facts.requested_actions,
+        [Action::ResetPassword, Action::RevokeSessions]
+    );
     assert_eq!(facts.channel, Channel::Teams);
     assert_eq!(facts.time.unix_seconds, asked_at);
     // The clock is the inquiry's, in the tenant's offset.
@@ -243,7 +246,8 @@ async fn the_signals_of_each_situation_are_right() {
         alex.requested_actions,
         [
             Action::IssueTemporaryAccessPass,
-            Action::RemoveLostMfaMethods
+            Action::RemoveLostMfaMethods,
+            Action::RevokeSessions
         ]
     );
     let alex_unsaid = facts(&sim, ALEX, Claim::CannotSignIn).await;
@@ -256,7 +260,10 @@ async fn the_signals_of_each_situation_are_right() {
     assert!(henrietta.sign_in.locked_out);
     assert_eq!(henrietta.sign_in.recent_failures, 13);
     assert_eq!(henrietta.sign_in.error_codes, [50053, 50126]);
-    assert_eq!(henrietta.requested_actions, [Action::ResetPassword]);
+    assert_eq!(
+        henrietta.requested_actions,
+        [Action::ResetPassword, Action::RevokeSessions]
+    );
     // Authenticator and a phone, no email.
     assert!(henrietta.mfa.mfa_capable && !henrietta.mfa.has_recovery_email);
 
@@ -646,7 +653,7 @@ async fn verified_requesters_get_the_standard_remedy_allowed() {
     forgot.verifications = &step_up;
     let decision = decide(&investigator(&sim).investigate(&forgot).await.unwrap());
     assert!(
-        matches!(&decision, latchkey::sdk::Decision::Allow { actions, .. } if actions == &[Action::ResetPassword]),
+        matches!(&decision, latchkey::sdk::Decision::Allow { actions, .. } if actions == &[Action::ResetPassword, Action::RevokeSessions]),
         "{decision:?}"
     );
 
@@ -660,7 +667,11 @@ async fn verified_requesters_get_the_standard_remedy_allowed() {
     let decision = decide(&investigator(&sim).investigate(&lost).await.unwrap());
     assert!(
         matches!(&decision, latchkey::sdk::Decision::Allow { actions, .. }
-            if actions == &[Action::IssueTemporaryAccessPass, Action::RemoveLostMfaMethods]),
+        if actions == &[
+            Action::IssueTemporaryAccessPass,
+            Action::RemoveLostMfaMethods,
+            Action::RevokeSessions
+        ]),
         "{decision:?}"
     );
 

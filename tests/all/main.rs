@@ -10,6 +10,7 @@ mod investigator;
 mod policies;
 mod registry;
 mod reproducible;
+mod resolution;
 mod sim_graph;
 mod sim_identity;
 mod sim_methods;
