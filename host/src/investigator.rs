@@ -427,13 +427,14 @@ mod tests {
     fn the_standard_remedy_follows_the_scenario() {
         assert_eq!(
             standard_remedy(Scenario::AccountLocked),
-            vec![Action::ResetPassword]
+            vec![Action::ResetPassword, Action::RevokeSessions]
         );
         assert_eq!(
             standard_remedy(Scenario::LostMfaDevice),
             vec![
                 Action::IssueTemporaryAccessPass,
-                Action::RemoveLostMfaMethods
+                Action::RemoveLostMfaMethods,
+                Action::RevokeSessions
             ]
         );
         for nothing in [
