@@ -73,6 +73,26 @@
 //! timeout_seconds = 10
 //! # Default 4.
 //! max_retries = 4
+//!
+//! # How the tenant's people sign in to Latchkey (OIDC authorization code
+//! # with PKCE): the web chat's sign-in and the MFA step-up. Without this
+//! # table neither is available, nor are recovery email codes.
+//! [tenants.72f988bf-86f1-41af-91ab-2d7cd011db47.sign_in]
+//! # Default: the graph table's client_id (one app registration for both).
+//! client_id = "00000000-0000-0000-0000-000000000000"
+//! # The app's secret, from at most one of a file or an environment
+//! # variable. Default: the Graph client secret when client_id is the graph
+//! # table's, else none (a public client, PKCE alone).
+//! # client_secret_file = "signin.secret"
+//! # Default: the graph table's authority.
+//! authority = "https://login.microsoftonline.com"
+//! # Where the authority sends the browser back: https, or http to this
+//! # machine only. Required for the MFA step-up. No default.
+//! redirect_uri = "http://127.0.0.1:7700/callback"
+//! # The mailbox (UPN or object id) recovery codes are sent from, with
+//! # Graph sendMail (Mail.Send). No default: without it, no recovery email
+//! # codes.
+//! mail_from = "helpdesk@contoso.com"
 //! ```
 //!
 //! The client secret is never written in the configuration itself: the file
@@ -95,6 +115,7 @@ use crate::audit::DEFAULT_RECONCILE_GRACE;
 use crate::graph::{self, GraphConfig, Secret};
 use crate::policy::{ModuleHash, TAP_LIFETIME_MINUTES};
 use crate::tenant::TenantId;
+use crate::verification::OidcClient;
 
 /// Default [`HostConfig::database`]: `latchkey.db`, beside the
 /// configuration file.
@@ -184,6 +205,30 @@ pub struct TenantConfig {
     pub utc_offset_minutes: i32,
     /// The tenant's Graph app registration; `latchkey serve` requires it.
     pub graph: Option<GraphSettings>,
+    /// How the tenant's people sign in to Latchkey (`[tenants.<guid>.sign_in]`);
+    /// `None`: no sign-in, no MFA step-up, no recovery email codes.
+    pub sign_in: Option<SignInSettings>,
+}
+
+/// A tenant's sign-in settings, defaults resolved:
+/// `[tenants.<guid>.sign_in]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignInSettings {
+    /// The app registration users sign in to. Default: the Graph
+    /// `client_id`.
+    pub client_id: String,
+    /// Where the app's secret is read from. Default: the Graph secret when
+    /// `client_id` is the Graph one, else `None` (a public client).
+    pub client_secret: Option<SecretSource>,
+    /// The Entra authority. Default: the Graph `authority`, else
+    /// [`graph::DEFAULT_AUTHORITY`].
+    pub authority: String,
+    /// Where the authority sends the browser back; the MFA step-up needs it.
+    /// No default.
+    pub redirect_uri: Option<String>,
+    /// The mailbox recovery codes are sent from (UPN or object id); without
+    /// it, recovery email codes are unavailable. No default.
+    pub mail_from: Option<String>,
 }
 
 /// A tenant's Graph settings: `[tenants.<guid>.graph]`.
@@ -262,6 +307,15 @@ pub enum ConfigError {
         /// The file or environment variable.
         from: String,
         /// What is wrong.
+        problem: String,
+    },
+    /// A tenant's sign-in settings cannot work (no client id to default
+    /// to, an unreadable secret).
+    #[error("tenant {tenant}: [sign_in] {problem}")]
+    SignIn {
+        /// The tenant.
+        tenant: TenantId,
+        /// What is wrong, and what to do.
         problem: String,
     },
 }
@@ -368,6 +422,8 @@ struct RawTenant {
     utc_offset_minutes: i32,
     #[serde(default)]
     graph: Option<RawGraph>,
+    #[serde(default)]
+    sign_in: Option<RawSignIn>,
 }
 
 fn default_tap() -> u32 {
@@ -506,6 +562,164 @@ impl TryFrom<RawGraphFields> for RawGraph {
     }
 }
 
+/// `[tenants.<guid>.sign_in]`, checked as it is deserialized; defaults that
+/// come from the graph table are filled in by [`RawSignIn::resolve`].
+#[derive(Deserialize)]
+#[serde(try_from = "RawSignInFields")]
+struct RawSignIn {
+    client_id: Option<String>,
+    secret: Option<RawSecret>,
+    authority: Option<String>,
+    redirect_uri: Option<String>,
+    mail_from: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSignInFields {
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    client_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    client_secret_env: Option<String>,
+    #[serde(default)]
+    authority: Option<String>,
+    #[serde(default)]
+    redirect_uri: Option<String>,
+    #[serde(default)]
+    mail_from: Option<String>,
+}
+
+impl TryFrom<RawSignInFields> for RawSignIn {
+    type Error = String;
+
+    fn try_from(raw: RawSignInFields) -> Result<RawSignIn, String> {
+        if raw
+            .client_id
+            .as_deref()
+            .is_some_and(|id| id.trim().is_empty())
+        {
+            return Err("sign_in client_id is empty".to_owned());
+        }
+        let secret = match (raw.client_secret_file, raw.client_secret_env) {
+            (None, None) => None,
+            (Some(file), None) if !file.as_os_str().is_empty() => Some(RawSecret::File(file)),
+            (None, Some(name)) if valid_env_name(&name) => Some(RawSecret::Env(name)),
+            (None, Some(name)) => {
+                return Err(format!(
+                    "sign_in client_secret_env = {name:?} is not an environment variable name"
+                ));
+            }
+            (Some(_), Some(_)) => {
+                return Err(
+                    "sign_in sets both client_secret_file and client_secret_env; keep one"
+                        .to_owned(),
+                );
+            }
+            (Some(_), None) => return Err("sign_in client_secret_file is empty".to_owned()),
+        };
+        let authority = raw
+            .authority
+            .map(|a| {
+                url(Some(a), graph::DEFAULT_AUTHORITY, "authority")
+                    .map_err(|e| e.replacen("graph", "sign_in", 1))
+            })
+            .transpose()?;
+        if let Some(uri) = &raw.redirect_uri {
+            redirect_uri(uri)?;
+        }
+        if let Some(mailbox) = &raw.mail_from {
+            let guid = crate::ids::canonical_guid(mailbox).is_some();
+            let upn = mailbox
+                .split_once('@')
+                .is_some_and(|(user, domain)| !user.is_empty() && domain.contains('.'));
+            if mailbox.len() > 256
+                || mailbox.chars().any(|c| c.is_whitespace() || c.is_control())
+                || !(guid || upn)
+            {
+                return Err(format!(
+                    "sign_in mail_from = {mailbox:?} is not a mailbox: use its user principal \
+                     name (helpdesk@contoso.com) or object id"
+                ));
+            }
+        }
+        Ok(RawSignIn {
+            client_id: raw.client_id,
+            secret,
+            authority,
+            redirect_uri: raw.redirect_uri,
+            mail_from: raw.mail_from,
+        })
+    }
+}
+
+impl RawSignIn {
+    /// Fills in the defaults that come from the tenant's graph table.
+    fn resolve(
+        self,
+        tenant: &TenantId,
+        graph: Option<&GraphSettings>,
+        base: &Path,
+    ) -> Result<SignInSettings, ConfigError> {
+        let client_id = match (self.client_id, graph) {
+            (Some(id), _) => id,
+            (None, Some(graph)) => graph.client_id.clone(),
+            (None, None) => {
+                return Err(ConfigError::SignIn {
+                    tenant: tenant.clone(),
+                    problem: "needs client_id, or a graph table whose client_id it defaults to"
+                        .to_owned(),
+                });
+            }
+        };
+        let client_secret = match self.secret {
+            Some(RawSecret::File(file)) => Some(SecretSource::File(base.join(file))),
+            Some(RawSecret::Env(name)) => Some(SecretSource::Env(name)),
+            None => graph
+                .filter(|g| g.client_id == client_id)
+                .map(|g| g.client_secret.clone()),
+        };
+        let authority = self
+            .authority
+            .or_else(|| graph.map(|g| g.authority.clone()))
+            .unwrap_or_else(|| graph::DEFAULT_AUTHORITY.to_owned());
+        Ok(SignInSettings {
+            client_id,
+            client_secret,
+            authority,
+            redirect_uri: self.redirect_uri,
+            mail_from: self.mail_from,
+        })
+    }
+}
+
+/// A redirect URI: absolute, `https`, or `http` to this machine only (a
+/// code in a plain-http redirect across the network could be read on the
+/// way), without a fragment.
+fn redirect_uri(value: &str) -> Result<(), String> {
+    let refused = |why: &str| format!("sign_in redirect_uri = {value:?}: {why}");
+    let url = reqwest::Url::parse(value).map_err(|e| refused(&e.to_string()))?;
+    if url.fragment().is_some() {
+        return Err(refused("a redirect URI has no fragment"));
+    }
+    let loopback = url.host_str().is_some_and(|host| {
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    match url.scheme() {
+        "https" if url.host_str().is_some() => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(refused(
+            "use https, or http to this machine only (127.0.0.1, ::1, localhost)",
+        )),
+    }
+}
+
 /// A base URL's syntax and scheme; the Graph client checks the rest (plain
 /// http only to this machine) when it is built.
 fn url(value: Option<String>, default: &str, field: &str) -> Result<String, String> {
@@ -581,6 +795,10 @@ impl Config {
                     signature,
                     max_tap_lifetime_minutes: t.max_tap_lifetime_minutes,
                     utc_offset_minutes: t.utc_offset_minutes,
+                    sign_in: t
+                        .sign_in
+                        .map(|s| s.resolve(&id, graph.as_ref(), base))
+                        .transpose()?,
                     graph,
                 },
             );
@@ -656,44 +874,46 @@ impl AdminConfig {
     }
 }
 
-impl GraphSettings {
-    /// Reads the client secret from its file or environment variable.
-    pub fn read_secret(&self, tenant: &TenantId) -> Result<Secret, ConfigError> {
-        let (from, value) = match &self.client_secret {
+impl SecretSource {
+    /// Reads the secret; on failure, `(where from, what is wrong)`.
+    fn read(&self, what: &str) -> Result<Secret, (String, String)> {
+        let (from, value) = match self {
             SecretSource::File(path) => {
                 let from = format!("file {}", path.display());
                 let text = read_bounded(path, MAX_SECRET_FILE_BYTES).map_err(|e| {
-                    ConfigError::GraphSecret {
-                        tenant: tenant.clone(),
-                        from: from.clone(),
-                        problem: match e {
-                            ConfigError::Read { source, .. } => source.to_string(),
-                            other => other.to_string(),
-                        },
-                    }
+                    let problem = match e {
+                        ConfigError::Read { source, .. } => source.to_string(),
+                        other => other.to_string(),
+                    };
+                    (from.clone(), problem)
                 })?;
-                warn_if_shared(path, "Graph client secret");
+                warn_if_shared(path, what);
                 (from, text)
             }
             SecretSource::Env(name) => {
                 let from = format!("environment variable {name}");
-                let value = std::env::var(name).map_err(|e| ConfigError::GraphSecret {
-                    tenant: tenant.clone(),
-                    from: from.clone(),
-                    problem: e.to_string(),
-                })?;
+                let value = std::env::var(name).map_err(|e| (from.clone(), e.to_string()))?;
                 (from, value)
             }
         };
         let secret = value.trim();
         if secret.is_empty() {
-            return Err(ConfigError::GraphSecret {
-                tenant: tenant.clone(),
-                from,
-                problem: "it is empty".to_owned(),
-            });
+            return Err((from, "it is empty".to_owned()));
         }
         Ok(Secret::new(secret))
+    }
+}
+
+impl GraphSettings {
+    /// Reads the client secret from its file or environment variable.
+    pub fn read_secret(&self, tenant: &TenantId) -> Result<Secret, ConfigError> {
+        self.client_secret
+            .read("Graph client secret")
+            .map_err(|(from, problem)| ConfigError::GraphSecret {
+                tenant: tenant.clone(),
+                from,
+                problem,
+            })
     }
 
     /// The Graph client configuration for `tenant`, with the secret read.
@@ -709,6 +929,32 @@ impl GraphSettings {
         config.timeout = self.timeout;
         config.max_retries = self.max_retries;
         Ok(config)
+    }
+}
+
+impl SignInSettings {
+    /// The OIDC client for `tenant`'s sign-ins, with the secret read.
+    pub fn oidc_client(&self, tenant: &TenantId) -> Result<OidcClient, ConfigError> {
+        let problem = |problem: String| ConfigError::SignIn {
+            tenant: tenant.clone(),
+            problem,
+        };
+        let secret = self
+            .client_secret
+            .as_ref()
+            .map(|source| {
+                source
+                    .read("sign-in client secret")
+                    .map_err(|(from, why)| problem(format!("client secret from {from}: {why}")))
+            })
+            .transpose()?;
+        OidcClient::new(
+            &self.authority,
+            tenant.clone(),
+            self.client_id.clone(),
+            secret,
+        )
+        .map_err(|e| problem(e.to_string()))
     }
 }
 
@@ -1110,6 +1356,143 @@ mod tests {
             unset.to_string().contains("LATCHKEY_TEST_UNSET_7F3A9C"),
             "{unset}"
         );
+    }
+
+    #[test]
+    fn sign_in_defaults_to_the_graph_app_and_is_absent_without_its_table() {
+        let c = with(&format!(
+            "[tenants.{TENANT}.graph]\nclient_id = \"app\"\nclient_secret_env = \"CONTOSO_SECRET\"\n\
+             authority = \"http://127.0.0.1:7710\"\n\
+             [tenants.{TENANT}.sign_in]\nredirect_uri = \"http://127.0.0.1:7700/callback\"\n"
+        ))
+        .unwrap();
+        let s = tenant(&c).sign_in.clone().unwrap();
+        assert_eq!(s.client_id, "app");
+        assert_eq!(
+            s.client_secret,
+            Some(SecretSource::Env("CONTOSO_SECRET".into())),
+            "the Graph app's secret"
+        );
+        assert_eq!(s.authority, "http://127.0.0.1:7710");
+        assert_eq!(
+            s.redirect_uri.as_deref(),
+            Some("http://127.0.0.1:7700/callback")
+        );
+        assert_eq!(s.mail_from, None);
+        assert!(tenant(&config(&pinned()).unwrap()).sign_in.is_none());
+        let example = Config::from_toml(
+            include_str!("../latchkey.example.toml"),
+            Path::new("/etc/latchkey"),
+        )
+        .unwrap();
+        let documented = example
+            .tenants
+            .values()
+            .find_map(|t| t.sign_in.clone())
+            .unwrap();
+        assert!(documented.redirect_uri.is_some() && documented.mail_from.is_some());
+
+        // Another app: its own secret, or none (a public client).
+        let own = with(&format!(
+            "[tenants.{TENANT}.graph]\nclient_id = \"app\"\nclient_secret_env = \"S\"\n\
+             [tenants.{TENANT}.sign_in]\nclient_id = \"web\"\nclient_secret_file = \"web.secret\"\n\
+             authority = \"https://login.microsoftonline.us\"\nmail_from = \"helpdesk@contoso.com\"\n"
+        ))
+        .unwrap();
+        let s = tenant(&own).sign_in.clone().unwrap();
+        assert_eq!(s.client_id, "web");
+        assert_eq!(
+            s.client_secret,
+            Some(SecretSource::File("/etc/latchkey/web.secret".into()))
+        );
+        assert_eq!(s.authority, "https://login.microsoftonline.us");
+        assert_eq!(s.mail_from.as_deref(), Some("helpdesk@contoso.com"));
+        let public = with(&format!(
+            "[tenants.{TENANT}.graph]\nclient_id = \"app\"\nclient_secret_env = \"S\"\n\
+             [tenants.{TENANT}.sign_in]\nclient_id = \"web\"\n"
+        ))
+        .unwrap();
+        let s = tenant(&public).sign_in.clone().unwrap();
+        assert_eq!(s.client_secret, None);
+        assert_eq!(s.authority, graph::DEFAULT_AUTHORITY);
+    }
+
+    #[test]
+    fn sign_in_refuses_what_cannot_work() {
+        let sign_in = |body: &str| with(&format!("[tenants.{TENANT}.sign_in]\n{body}"));
+        for (body, says) in [
+            (
+                "client_id = \"a\"\nredirect_uri = \"http://chat.example/callback\"",
+                "http to this machine only",
+            ),
+            (
+                "client_id = \"a\"\nredirect_uri = \"https://chat.example/cb#x\"",
+                "fragment",
+            ),
+            (
+                "client_id = \"a\"\nredirect_uri = \"/callback\"",
+                "redirect_uri",
+            ),
+            ("client_id = \"a\"\nmail_from = \"helpdesk\"", "mailbox"),
+            (
+                "client_id = \"a\"\nmail_from = \"help desk@contoso.com\"",
+                "mailbox",
+            ),
+            (
+                "client_id = \"a\"\nclient_secret_file = \"s\"\nclient_secret_env = \"S\"",
+                "both",
+            ),
+            ("client_id = \"a\"\nauthority = \"ftp://x\"", "authority"),
+            ("client_id = \" \"", "client_id"),
+            ("client_id = \"a\"\nredirect = \"x\"", "redirect"),
+        ] {
+            let (line, message) = toml_error(sign_in(body));
+            assert!(message.contains(says), "{body}: {message}");
+            assert!(line >= 6, "{body}: line {line}");
+        }
+        let no_client = sign_in("redirect_uri = \"http://localhost:7700/callback\"").unwrap_err();
+        assert!(
+            matches!(no_client, ConfigError::SignIn { .. })
+                && no_client.to_string().contains("client_id"),
+            "{no_client}"
+        );
+        let guid_mailbox =
+            sign_in(&format!("client_id = \"a\"\nmail_from = \"{TENANT}\"")).unwrap();
+        assert!(tenant(&guid_mailbox).sign_in.is_some());
+    }
+
+    #[test]
+    fn the_sign_in_client_reads_its_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s"), "web-secret\n").unwrap();
+        let tenant_id: TenantId = TENANT.parse().unwrap();
+        let settings = SignInSettings {
+            client_id: "web".into(),
+            client_secret: Some(SecretSource::File(dir.path().join("s"))),
+            authority: "http://127.0.0.1:7710".into(),
+            redirect_uri: None,
+            mail_from: None,
+        };
+        let client = settings.oidc_client(&tenant_id).unwrap();
+        assert_eq!(client.client_id(), "web");
+        assert_eq!(
+            client.issuer(),
+            format!("http://127.0.0.1:7710/{TENANT}/v2.0")
+        );
+        let missing = SignInSettings {
+            client_secret: Some(SecretSource::File(dir.path().join("nope"))),
+            ..settings.clone()
+        }
+        .oidc_client(&tenant_id)
+        .unwrap_err();
+        assert!(matches!(missing, ConfigError::SignIn { .. }), "{missing}");
+        let remote = SignInSettings {
+            authority: "http://login.example".into(),
+            ..settings
+        }
+        .oidc_client(&tenant_id)
+        .unwrap_err();
+        assert!(remote.to_string().contains("plain http"), "{remote}");
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //!   the checks the executor makes before each write.
 //! * [`graph`]: the Microsoft Graph client (app-only tokens, retries,
 //!   paging, typed errors) that the investigator and the executor call.
+//! * [`verification`]: identity verification in code (MFA step-up over
+//!   OIDC, recovery email codes, manager confirmation).
 //! * [`audit`]: the append-only, hash-chained activity log, its verification
 //!   and export.
 //! * [`config`]: the validated configuration (`latchkey.toml`).
@@ -38,6 +40,7 @@ pub mod service;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod tenant;
+pub mod verification;
 
 #[doc(no_inline)]
 pub use latchkey_policy as sdk;

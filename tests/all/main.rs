@@ -14,3 +14,4 @@ mod resolution;
 mod sim_graph;
 mod sim_identity;
 mod sim_methods;
+mod verification;
