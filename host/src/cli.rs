@@ -35,6 +35,21 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The one-command first run: the emulator with the demo tenant, the
+    /// service with the default policy, and the web chat, on loopback.
+    #[cfg(feature = "sim")]
+    Demo {
+        /// The web chat's port; 0 picks a free one.
+        #[arg(long, default_value_t = crate::web::demo::DEFAULT_PORT)]
+        port: u16,
+        /// The emulator's port; 0 picks a free one.
+        #[arg(long, default_value_t = crate::web::demo::DEFAULT_SIM_PORT)]
+        sim_port: u16,
+        /// The policy module the demo tenant runs; by default the one built
+        /// from policies/default.
+        #[arg(long, value_name = "FILE")]
+        module: Option<PathBuf>,
+    },
     /// Build, test, hash, sign and verify policy modules.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -279,6 +294,12 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             seed,
             print_credentials,
         } => sim(port, seed.as_deref(), print_credentials),
+        #[cfg(feature = "sim")]
+        Command::Demo {
+            port,
+            sim_port,
+            module,
+        } => demo(port, sim_port, module.as_deref()),
         Command::Policy(command) => match command {
             PolicyCommand::Build {
                 crate_dir,
@@ -805,11 +826,54 @@ fn serve(config_path: &Path, check: bool) -> Result<u8, CliError> {
             }
             None => println!("admin API off (no [admin] table)"),
         }
+        let web = match Config::load(config_path)
+            .map_err(|e| CliError::new(format!("{}: {e}", config_path.display())))?
+            .web
+        {
+            Some(web) => {
+                let bound = tokio::net::TcpListener::bind(web.listen)
+                    .await
+                    .map_err(|e| {
+                        CliError::new(format!(
+                            "cannot listen on {} for the web chat: {e}",
+                            web.listen
+                        ))
+                    })?;
+                let addr = bound
+                    .local_addr()
+                    .map_err(|e| CliError::new(e.to_string()))?;
+                println!(
+                    "web chat listening on http://{addr}/ (tenant {})",
+                    web.tenant
+                );
+                let chat = crate::web::WebChat::for_service(&service, web.tenant);
+                Some((Arc::new(chat), bound))
+            }
+            None => {
+                println!("web chat off (no [web] table)");
+                None
+            }
+        };
         println!("latchkey serve running; Ctrl-C or SIGTERM stops it");
-        Arc::clone(&service)
-            .run(listener, shutdown_signal())
-            .await
-            .map_err(|e| CliError::new(e.to_string()))?;
+        // One signal stops both listeners.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let admin = Arc::clone(&service).run(listener, until(stopped.clone()));
+        let chat = async {
+            match web {
+                Some((chat, bound)) => chat.serve(bound, until(stopped.clone())).await,
+                None => Ok(()),
+            }
+        };
+        let (admin, chat) = tokio::join!(admin, chat);
+        admin.map_err(|e| CliError::new(e.to_string()))?;
+        chat.map_err(|e| CliError::new(format!("the web chat stopped: {e}")))?;
         service.close().await;
         println!("latchkey serve stopped");
         Ok(EXIT_OK)
@@ -876,6 +940,42 @@ fn sim(port: u16, seed: Option<&Path>, print_credentials: bool) -> Result<u8, Cl
         println!("latchkey sim listening on {}", running.base_url());
         println!("{}", sim::credentials(&running.sim));
         let _ = tokio::signal::ctrl_c().await;
+        Ok(EXIT_OK)
+    })
+}
+
+#[cfg(feature = "sim")]
+fn demo(port: u16, sim_port: u16, module: Option<&Path>) -> Result<u8, CliError> {
+    use crate::web::demo::{self, Demo, DemoOptions};
+
+    let module = match module {
+        Some(path) => read(path)?,
+        None => {
+            println!(
+                "building the default policy (policies/default); the first build takes a minute"
+            );
+            demo::default_policy().map_err(|e| CliError::new(e.to_string()))?
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(async move {
+        let started = Demo::start(DemoOptions {
+            port,
+            sim_port,
+            module,
+        })
+        .await
+        .map_err(|e| CliError::new(e.to_string()))?;
+        print!("{}", started.welcome());
+        println!("latchkey demo running; Ctrl-C or SIGTERM stops it");
+        started
+            .serve(shutdown_signal())
+            .await
+            .map_err(|e| CliError::new(e.to_string()))?;
+        println!("latchkey demo stopped");
         Ok(EXIT_OK)
     })
 }

@@ -32,6 +32,16 @@
 //! # (`openssl rand -hex 32 > admin.token`). Required.
 //! token_file = "admin.token"
 //!
+//! # The web chat, Latchkey's demo channel (`crate::web`). Without this
+//! # table `latchkey serve` serves no web chat.
+//! [web]
+//! # An IP address and port. Default: "127.0.0.1:7700". An address other
+//! # than loopback is refused unless allow_remote = true (default false).
+//! listen = "127.0.0.1:7700"
+//! # The tenant whose people sign in to it. Default: the only tenant, when
+//! # exactly one is configured. Its `sign_in` table says how they sign in.
+//! tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+//!
 //! [policy]
 //! # Module, signature and publisher key files are named relative to this
 //! # directory and reached only through it.
@@ -122,6 +132,8 @@ use crate::verification::OidcClient;
 pub const DEFAULT_DATABASE: &str = "latchkey.db";
 /// Default [`AdminConfig::listen`]: `127.0.0.1:7720`, loopback only.
 pub const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7720);
+/// Default [`WebConfig::listen`]: `127.0.0.1:7700`, loopback only.
+pub const DEFAULT_WEB_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7700);
 /// The shortest admin token accepted, in characters: 32 random hex digits
 /// are 128 bits, beyond guessing over a network.
 pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
@@ -151,6 +163,8 @@ pub struct Config {
     pub host: HostConfig,
     /// The admin API (`[admin]`); `None` turns it off.
     pub admin: Option<AdminConfig>,
+    /// The web chat (`[web]`); `None` turns it off.
+    pub web: Option<WebConfig>,
 }
 
 /// The host's own settings: `[host]`.
@@ -180,6 +194,18 @@ pub struct AdminConfig {
     pub allow_remote: bool,
     /// The file holding the bearer token. Required.
     pub token_file: PathBuf,
+}
+
+/// The web chat's settings: `[web]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebConfig {
+    /// Where it listens. Default [`DEFAULT_WEB_LISTEN`]; anything but a
+    /// loopback address requires `allow_remote = true`.
+    pub listen: SocketAddr,
+    /// Whether a non-loopback `listen` was explicitly allowed. Default false.
+    pub allow_remote: bool,
+    /// The tenant it serves: the one named, else the only tenant configured.
+    pub tenant: TenantId,
 }
 
 /// One tenant's settings: `[tenants.<guid>]`.
@@ -299,6 +325,9 @@ pub enum ConfigError {
         /// What is wrong, and what to do.
         problem: String,
     },
+    /// `[web] tenant` names no configured tenant, or is needed and missing.
+    #[error("[web] {0}")]
+    WebTenant(String),
     /// A tenant's Graph client secret cannot be had.
     #[error("tenant {tenant}: Graph client secret from {from}: {problem}")]
     GraphSecret {
@@ -327,6 +356,8 @@ struct RawConfig {
     host: RawHost,
     #[serde(default)]
     admin: Option<RawAdmin>,
+    #[serde(default)]
+    web: Option<RawWeb>,
     policy: RawPolicy,
     #[serde(default)]
     tenants: BTreeMap<TenantId, RawTenant>,
@@ -393,6 +424,54 @@ impl TryFrom<RawAdminFields> for RawAdmin {
             listen,
             allow_remote: raw.allow_remote,
             token_file,
+        })
+    }
+}
+
+/// `[web]`, checked as it is deserialized so that a refusal names its line.
+#[derive(Deserialize)]
+#[serde(try_from = "RawWebFields")]
+struct RawWeb {
+    listen: SocketAddr,
+    allow_remote: bool,
+    tenant: Option<TenantId>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebFields {
+    #[serde(default)]
+    listen: Option<String>,
+    #[serde(default)]
+    allow_remote: bool,
+    #[serde(default)]
+    tenant: Option<TenantId>,
+}
+
+impl TryFrom<RawWebFields> for RawWeb {
+    type Error = String;
+
+    fn try_from(raw: RawWebFields) -> Result<RawWeb, String> {
+        let listen = match raw.listen {
+            None => DEFAULT_WEB_LISTEN,
+            Some(text) => text.parse::<SocketAddr>().map_err(|_| {
+                format!(
+                    "[web] listen = {text:?} is not an IP address and port \
+                     (like \"127.0.0.1:7700\" or \"[::1]:7700\")"
+                )
+            })?,
+        };
+        if !listen.ip().is_loopback() && !raw.allow_remote {
+            return Err(format!(
+                "[web] listen = \"{listen}\" is not a loopback address; the web chat is a \
+                 demo channel over plain HTTP, so it listens beyond this machine only with \
+                 allow_remote = true (put it behind TLS)"
+            ));
+        }
+        Ok(RawWeb {
+            listen,
+            allow_remote: raw.allow_remote,
+            tenant: raw.tenant,
         })
     }
 }
@@ -822,12 +901,42 @@ impl Config {
             allow_remote: a.allow_remote,
             token_file: base.join(a.token_file),
         });
+        let web = raw
+            .web
+            .map(|w| {
+                let tenant = match w.tenant {
+                    Some(tenant) if tenants.contains_key(&tenant) => tenant,
+                    Some(tenant) => {
+                        return Err(ConfigError::WebTenant(format!(
+                            "tenant = \"{tenant}\" is not configured; add a [tenants.{tenant}] \
+                             table or name one that is"
+                        )));
+                    }
+                    None => match tenants.keys().collect::<Vec<_>>().as_slice() {
+                        [only] => (*only).clone(),
+                        _ => {
+                            return Err(ConfigError::WebTenant(format!(
+                                "needs tenant = \"<tenant-id>\": the web chat serves one tenant, \
+                                 and {} are configured",
+                                tenants.len()
+                            )));
+                        }
+                    },
+                };
+                Ok(WebConfig {
+                    listen: w.listen,
+                    allow_remote: w.allow_remote,
+                    tenant,
+                })
+            })
+            .transpose()?;
         Ok(Config {
             modules_dir: base.join(raw.policy.modules_dir),
             cache_dir: raw.policy.cache_dir.map(|d| base.join(d)),
             tenants,
             host,
             admin,
+            web,
         })
     }
 }
@@ -1258,6 +1367,53 @@ mod tests {
         assert!(offset.contains("-720 to 840"), "{offset}");
     }
 
+    #[test]
+    fn the_web_chat_defaults_to_loopback_and_the_only_tenant() {
+        assert!(with("").unwrap().web.is_none(), "no table, no web chat");
+        let web = with("[web]\n").unwrap().web.unwrap();
+        assert_eq!(web.listen, DEFAULT_WEB_LISTEN);
+        assert_eq!(web.listen.to_string(), "127.0.0.1:7700");
+        assert_eq!(web.tenant, TENANT.parse().unwrap());
+        assert!(!web.allow_remote);
+        let named = with(&format!(
+            "[web]\nlisten = \"[::1]:8000\"\ntenant = \"{TENANT}\"\n"
+        ))
+        .unwrap()
+        .web
+        .unwrap();
+        assert_eq!(named.listen, "[::1]:8000".parse().unwrap());
+        assert_eq!(named.tenant, TENANT.parse().unwrap());
+    }
+
+    #[test]
+    fn the_web_chat_needs_a_configured_tenant_and_loopback() {
+        let other = "0c1d2e3f-4a5b-4c6d-8e7f-8091a2b3c4d5";
+        let unknown = with(&format!("[web]\ntenant = \"{other}\"\n")).unwrap_err();
+        assert!(
+            matches!(&unknown, ConfigError::WebTenant(m) if m.contains(other)),
+            "{unknown}"
+        );
+        let two = format!(
+            "[policy]\nmodules_dir = \"m\"\n[tenants.{TENANT}]\n{p}[tenants.{other}]\n{p}[web]\n",
+            p = pinned()
+        );
+        let ambiguous = Config::from_toml(&two, Path::new("/")).unwrap_err();
+        assert!(
+            ambiguous.to_string().contains("needs tenant"),
+            "{ambiguous}"
+        );
+        let (line, remote) = toml_error(with("[web]\nlisten = \"0.0.0.0:7700\""));
+        assert!(remote.contains("allow_remote"), "{remote}");
+        assert_eq!(line, 8, "the [web] table's line");
+        assert!(with("[web]\nlisten = \"0.0.0.0:7700\"\nallow_remote = true").is_ok());
+        let (_, typo) = toml_error(with("[web]\nport = 7700"));
+        assert!(typo.contains("port"), "{typo}");
+        let (_, name) = toml_error(with("[web]\nlisten = \"localhost:7700\""));
+        assert!(name.contains("IP address and port"), "{name}");
+        let (_, bad_id) = toml_error(with("[web]\ntenant = \"contoso\""));
+        assert!(bad_id.contains("contoso"), "{bad_id}");
+    }
+
     fn admin_with_token(text: &[u8]) -> Result<AdminToken, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("admin.token");
@@ -1505,8 +1661,10 @@ mod tests {
             c.admin.as_ref().map(|a| a.listen),
             Some(DEFAULT_ADMIN_LISTEN)
         );
+        assert_eq!(c.web.as_ref().map(|w| w.listen), Some(DEFAULT_WEB_LISTEN));
         for default in [
             "7720",
+            "7700",
             DEFAULT_DATABASE,
             graph::DEFAULT_AUTHORITY,
             graph::DEFAULT_GRAPH_BASE_URL,

@@ -22,6 +22,8 @@
 //! * [`tenant`]: tenant identity.
 //! * [`sim`]: the Entra ID and Microsoft Graph emulator (`latchkey sim`), which
 //!   the rest never imports: they meet over HTTP only.
+//! * [`web`]: the web chat (the demo channel) and its JSON API, and
+//!   `latchkey demo`'s assembly of emulator, service and chat.
 //! * [`cli`]: the `latchkey` command.
 
 pub mod admin;
@@ -41,6 +43,7 @@ pub mod service;
 pub mod sim;
 pub mod tenant;
 pub mod verification;
+pub mod web;
 
 #[doc(no_inline)]
 pub use latchkey_policy as sdk;

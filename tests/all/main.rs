@@ -15,3 +15,4 @@ mod sim_graph;
 mod sim_identity;
 mod sim_methods;
 mod verification;
+mod web;

@@ -6,6 +6,7 @@
 
 mod audit;
 mod config;
+mod demo;
 mod keys;
 mod policy;
 mod receipt;

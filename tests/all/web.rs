@@ -1,0 +1,696 @@
+//! The web chat and `latchkey demo`'s assembly, over real HTTP: the JSON API
+//! end to end for situation 1 (sign-in and MFA step-up driven through the
+//! emulator's own pages), its refusals, and the page in headless Chromium.
+
+mod browser;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fantoccini::Locator;
+use latchkey::web::demo::{Demo, DemoOptions};
+use latchkey_tests::module_bytes;
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use serde_json::{Value, json};
+
+const ADELE: &str = "adele.vance@contoso.com";
+const ADELE_ID: &str = "6ea91a8d-e32e-41a1-b7f6-3a2b1c0d9e8f";
+const MEGAN: &str = "megan.bowen@contoso.com";
+
+/// The demo, as `latchkey demo --port 0 --sim-port 0` starts it, serving in
+/// the background.
+struct Running {
+    url: String,
+    sim: latchkey::sim::Sim,
+    chat: Arc<latchkey::web::WebChat>,
+    /// No redirects followed: each hop is checked.
+    http: reqwest::Client,
+}
+
+async fn demo() -> Running {
+    let demo = Demo::start(DemoOptions {
+        port: 0,
+        sim_port: 0,
+        module: module_bytes("policies/default"),
+    })
+    .await
+    .unwrap();
+    let running = Running {
+        url: demo.url.trim_end_matches('/').to_owned(),
+        sim: demo.sim.clone(),
+        chat: Arc::clone(&demo.chat),
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+    };
+    tokio::spawn(demo.serve(std::future::pending()));
+    running
+}
+
+fn cookie_from(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, v)| *k == name && !v.is_empty())
+        .map(|(_, v)| v.to_owned())
+}
+
+impl Running {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// Drives the emulator's sign-in at `authorize_url` as `upn`: the
+    /// password form, then the Authenticator (approved through the
+    /// simulated phone's API) when the user has one. Returns the redirect
+    /// back to the app (`.../callback?code=...&state=...`).
+    async fn sign_in_at_emulator(&self, authorize_url: &str, upn: &str) -> String {
+        let password = self.sim.tenant().user(upn).unwrap().password.clone();
+        let url = reqwest::Url::parse(authorize_url).unwrap();
+        let page = self.http.get(url.clone()).send().await.unwrap();
+        assert_eq!(page.status(), 200, "the sign-in page");
+        // The form's hidden fields are the authorize request's parameters.
+        let mut form: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        form.push(("step".into(), "password".into()));
+        form.push(("username".into(), upn.into()));
+        form.push(("password".into(), password));
+        let mut action = url.clone();
+        action.set_query(None);
+        let submitted = self.http.post(action).form(&form).send().await.unwrap();
+        let location = submitted
+            .headers()
+            .get(LOCATION)
+            .unwrap_or_else(|| panic!("no redirect after the password: {}", submitted.status()))
+            .to_str()
+            .unwrap()
+            .to_owned();
+        if !location.contains("/authorize/mfa/") {
+            return location;
+        }
+        self.approve_on_phone(upn).await;
+        let waiting = self
+            .http
+            .get(format!("{}{location}", self.sim.base_url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(waiting.status(), 302, "back to the app once approved");
+        waiting
+            .headers()
+            .get(LOCATION)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Approves `upn`'s pending Authenticator request, as the phone would.
+    async fn approve_on_phone(&self, upn: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let pending: Value = self
+                .http
+                .get(format!(
+                    "{}/_sim/authenticator/pending",
+                    self.sim.base_url()
+                ))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let found = pending["value"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["user"] == upn)
+                .cloned();
+            if let Some(approval) = found {
+                let answered = self
+                    .http
+                    .post(format!(
+                        "{}/_sim/authenticator/{}",
+                        self.sim.base_url(),
+                        approval["id"].as_str().unwrap()
+                    ))
+                    .json(&json!({"approve": true, "number": approval["number"]}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(answered.status(), 200);
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no Authenticator request for {upn}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Signs in through the JSON API as `upn`; returns the session token.
+    async fn sign_in(&self, upn: &str) -> String {
+        let started = self
+            .http
+            .post(self.url("/api/session"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(started.status(), 200);
+        let login = cookie_from(started.headers(), "latchkey_login").expect("the sign-in cookie");
+        let body: Value = started.json().await.unwrap();
+        let authorize = body["authorize_url"].as_str().unwrap();
+        let back = self.sign_in_at_emulator(authorize, upn).await;
+        assert!(back.starts_with(&self.url("/callback?")), "{back}");
+        let done = self
+            .http
+            .get(&back)
+            .header("accept", "application/json")
+            .header("cookie", format!("latchkey_login={login}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(done.status(), 200, "{:?}", done.text().await);
+        let cookie = cookie_from(done.headers(), "latchkey_session").expect("the session cookie");
+        let body: Value = done.json().await.unwrap();
+        assert_eq!(body["session"], cookie.as_str());
+        assert_eq!(
+            body["me"]["display_name"],
+            self.sim.tenant().user(upn).unwrap().display_name.as_str()
+        );
+        cookie
+    }
+
+    async fn post(&self, token: &str, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn say(&self, token: &str, text: &str) -> Vec<Value> {
+        let response = self
+            .post(token, "/api/messages", json!({ "text": text }))
+            .await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        body["events"].as_array().unwrap().clone()
+    }
+
+    async fn events(&self, token: &str, after: u64) -> Vec<Value> {
+        let response = self
+            .http
+            .get(self.url(&format!("/api/events?after={after}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        body["events"].as_array().unwrap().clone()
+    }
+
+    /// Waits for an event of `kind` in the conversation.
+    async fn wait_for(&self, token: &str, kind: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let events = self.events(token, 0).await;
+            if let Some(found) = events.iter().find(|e| e["type"] == kind) {
+                return found.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {kind} event; the conversation: {events:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn of_type<'a>(events: &'a [Value], kind: &str) -> Option<&'a Value> {
+    events.iter().find(|e| e["type"] == kind)
+}
+
+#[tokio::test]
+async fn situation_1_over_the_json_api_mfa_step_up_then_a_password_shown_once() {
+    let demo = demo().await;
+    let token = demo.sign_in(ADELE).await;
+
+    let me: Value = demo
+        .http
+        .get(demo.url("/api/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["user"], ADELE_ID);
+    assert_eq!(me["channel"], "web");
+
+    let events = demo.say(&token, "I forgot my password").await;
+    assert_eq!(
+        of_type(&events, "user-message").unwrap()["text"],
+        "I forgot my password"
+    );
+    let step_up = of_type(&events, "step-up")
+        .unwrap_or_else(|| panic!("an MFA step-up is offered: {events:#?}"))
+        .clone();
+    let before = demo.sim.tenant().user(ADELE).unwrap().password.clone();
+    assert!(
+        !demo.sim.tenant().user(ADELE).unwrap().force_change_password,
+        "nothing changed before verification"
+    );
+
+    // The step-up: the emulator's sign-in with Authenticator, back to our
+    // callback, which continues the conversation.
+    let back = demo
+        .sign_in_at_emulator(step_up["url"].as_str().unwrap(), ADELE)
+        .await;
+    assert!(back.starts_with(&demo.url("/callback?")), "{back}");
+    let verified = demo
+        .http
+        .get(&back)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), 200, "{:?}", verified.text().await);
+    let verified: Value = verified.json().await.unwrap();
+    assert_eq!(verified["verified"], true);
+
+    let secret = demo.wait_for(&token, "secret").await;
+    let secret_id = secret["secret_id"].as_str().unwrap();
+    let shown = demo
+        .post(&token, &format!("/api/secrets/{secret_id}"), json!({}))
+        .await;
+    assert_eq!(shown.status(), 200);
+    assert_eq!(
+        shown.headers().get("cache-control").unwrap(),
+        "no-store",
+        "a secret is never cached"
+    );
+    let value = shown.json::<Value>().await.unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    {
+        let tenant = demo.sim.tenant();
+        let adele = tenant.user(ADELE).unwrap();
+        assert_ne!(adele.password, before);
+        assert_eq!(adele.password, value, "the password shown is the one set");
+        assert!(adele.force_change_password, "changed at next sign-in");
+    }
+    // Once only.
+    let again = demo
+        .post(&token, &format!("/api/secrets/{secret_id}"), json!({}))
+        .await;
+    assert_eq!(again.status(), 404);
+    assert_eq!(
+        again.json::<Value>().await.unwrap()["error"]["code"],
+        "not_found"
+    );
+    let resolved = demo.wait_for(&token, "resolved").await;
+    assert!(resolved["summary"].is_string());
+    // The conversation never carries the secret itself.
+    let all = serde_json::to_string(&demo.events(&token, 0).await).unwrap();
+    assert!(!all.contains(&value));
+}
+
+#[tokio::test]
+async fn the_api_refuses_missing_or_bad_sessions_non_json_posts_and_cross_site_posts() {
+    let demo = demo().await;
+    // No session, a made-up one, a malformed header.
+    for auth in [None, Some("Bearer not-a-session"), Some("Bearer ")] {
+        let mut request = demo.http.get(demo.url("/api/me"));
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
+        assert!(response.headers().contains_key("www-authenticate"));
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+    let no_session = demo
+        .http
+        .post(demo.url("/api/messages"))
+        .header("cookie", "latchkey_session=forged")
+        .json(&json!({"text": "reset my password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_session.status(), StatusCode::UNAUTHORIZED);
+
+    let token = demo.sign_in(MEGAN).await;
+    // A form post (what another site could send) is refused before anything.
+    let form = demo
+        .http
+        .post(demo.url("/api/messages"))
+        .bearer_auth(&token)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("text=hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(
+        form.json::<Value>().await.unwrap()["error"]["code"],
+        "unsupported_media_type"
+    );
+    let plain = demo
+        .http
+        .post(demo.url("/api/messages"))
+        .bearer_auth(&token)
+        .body(r#"{"text":"hello"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let cross = demo
+        .http
+        .post(demo.url("/api/messages"))
+        .bearer_auth(&token)
+        .header("origin", "http://evil.example")
+        .json(&json!({"text": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), StatusCode::FORBIDDEN);
+    // Bad bodies are clear JSON errors; a huge one is refused by size.
+    for bad in [
+        r#"{"text": 5}"#,
+        r#"{"text":"hi","user":"someone-else"}"#,
+        "{",
+    ] {
+        let response = demo
+            .http
+            .post(demo.url("/api/messages"))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(
+            response.json::<Value>().await.unwrap()["error"]["code"],
+            "bad_request"
+        );
+    }
+    let huge = demo
+        .post(&token, "/api/messages", json!({"text": "a".repeat(20_000)}))
+        .await;
+    assert_eq!(huge.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let bad_after = demo
+        .http
+        .get(demo.url("/api/events?after=minus-one"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_after.status(), StatusCode::BAD_REQUEST);
+    // Nobody else's secret, and no secret by guessing.
+    let guessed = demo.post(&token, "/api/secrets/0", json!({})).await;
+    assert_eq!(guessed.status(), StatusCode::NOT_FOUND);
+    let unknown = demo
+        .http
+        .get(demo.url("/api/nothing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let wrong_method = demo
+        .http
+        .get(demo.url("/api/messages"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
+
+    // The session still works; logging out ends it.
+    let ok = demo.say(&token, "hello").await;
+    assert!(of_type(&ok, "bot-message").is_some(), "{ok:#?}");
+    let out = demo.post(&token, "/api/logout", json!({})).await;
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    let after = demo
+        .http
+        .get(demo.url("/api/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(demo.chat.sessions().len(), 0);
+}
+
+#[tokio::test]
+async fn a_sign_in_becomes_a_session_only_in_the_browser_that_started_it() {
+    let demo = demo().await;
+    // An attacker starts a sign-in as themselves and sends the victim the
+    // callback link: without the attacker's sign-in cookie, no session.
+    let started: Value = demo
+        .post("unused", "/api/session", json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let back = demo
+        .sign_in_at_emulator(started["authorize_url"].as_str().unwrap(), MEGAN)
+        .await;
+    let victim = demo
+        .http
+        .get(&back)
+        .header("cookie", "latchkey_login=something-else")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(victim.status(), StatusCode::FORBIDDEN);
+    assert!(cookie_from(victim.headers(), "latchkey_session").is_none());
+    assert!(
+        victim
+            .text()
+            .await
+            .unwrap()
+            .contains("not started in this browser")
+    );
+    assert_eq!(demo.chat.sessions().len(), 0);
+    // A callback with an error from the sign-in page, or with nothing.
+    let denied = demo
+        .http
+        .get(demo.url("/callback?error=access_denied&error_description=AADSTS500121%3A+denied"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+    assert!(denied.text().await.unwrap().contains("AADSTS500121"));
+    let empty = demo.http.get(demo.url("/callback")).send().await.unwrap();
+    assert_eq!(empty.status(), StatusCode::BAD_REQUEST);
+    let forged = demo
+        .http
+        .get(demo.url("/callback?code=abc&state=made-up"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert!(forged.status().is_client_error(), "{}", forged.status());
+    assert!(forged.json::<Value>().await.unwrap()["error"]["code"].is_string());
+}
+
+#[tokio::test]
+async fn the_page_is_served_with_its_own_script_and_a_strict_policy() {
+    let demo = demo().await;
+    let page = demo.http.get(demo.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page
+        .headers()
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"));
+    assert_eq!(page.headers().get("x-frame-options").unwrap(), "DENY");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Demo channel"));
+    for asset in ["/chat.js", "/chat.css"] {
+        let response = demo.http.get(demo.url(asset)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{asset}");
+    }
+    let login = demo.http.get(demo.url("/auth/login")).send().await.unwrap();
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    let location = login.headers().get(LOCATION).unwrap().to_str().unwrap();
+    assert!(
+        location.starts_with(demo.sim.base_url()) && location.contains("/oauth2/v2.0/authorize?"),
+        "{location}"
+    );
+    let cookie = login.headers().get(SET_COOKIE).unwrap().to_str().unwrap();
+    assert!(cookie.starts_with("latchkey_login=") && cookie.contains("HttpOnly"));
+}
+
+/// Situation 1 in the page itself, in headless Chromium: sign in as Adele,
+/// say "I forgot my password", follow the step-up link, approve on the
+/// (simulated) phone, and see the temporary password once.
+#[tokio::test]
+async fn situation_1_in_headless_chromium() {
+    // The browser first: without Chromium this fails at once, saying so.
+    let browser = browser::Browser::start().await;
+    let demo = demo().await;
+    let c = &browser.client;
+    let wait = || c.wait().at_most(Duration::from_secs(30));
+    c.goto(&demo.url("/")).await.unwrap();
+    let label = wait().for_element(Locator::Id("demo-label")).await.unwrap();
+    assert!(
+        label
+            .text()
+            .await
+            .unwrap()
+            .eq_ignore_ascii_case("Demo channel"),
+        "the page says it is a demo channel"
+    );
+
+    // Sign in to the chat: the emulator's page, then the phone.
+    wait()
+        .for_element(Locator::Id("sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let password = demo.sim.tenant().user(ADELE).unwrap().password.clone();
+    wait()
+        .for_element(Locator::Id("username"))
+        .await
+        .unwrap()
+        .send_keys(ADELE)
+        .await
+        .unwrap();
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(&password)
+        .await
+        .unwrap();
+    c.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    demo.approve_on_phone(ADELE).await;
+    // The waiting page refreshes itself, goes back to the chat, signed in.
+    let who = wait().for_element(Locator::Id("who")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while who.text().await.unwrap_or_default() != "Adele Vance" {
+        assert!(
+            Instant::now() < deadline,
+            "not signed in: {}",
+            c.current_url().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let input = wait().for_element(Locator::Id("text")).await.unwrap();
+    input.send_keys("I forgot my password").await.unwrap();
+    c.find(Locator::Id("send"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let step_up = wait()
+        .for_element(Locator::Css(".step-up a"))
+        .await
+        .unwrap();
+    let before = demo.sim.tenant().user(ADELE).unwrap().password.clone();
+    step_up.click().await.unwrap();
+
+    // The step-up: the sign-in page again, then the phone. The name field
+    // comes filled in with the login hint; typed again as a person would.
+    let username = wait().for_element(Locator::Id("username")).await.unwrap();
+    username.clear().await.unwrap();
+    username.send_keys(ADELE).await.unwrap();
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(&password)
+        .await
+        .unwrap();
+    c.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    demo.approve_on_phone(ADELE).await;
+    let notice = wait().for_element(Locator::Id("notice")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !notice.text().await.unwrap_or_default().contains("Verified") {
+        assert!(
+            Instant::now() < deadline,
+            "not back from the step-up: {}",
+            c.current_url().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The temporary password, shown once.
+    wait()
+        .for_element(Locator::Css(".secret button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let shown = wait()
+        .for_element(Locator::Css("code.secret-value"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    {
+        let tenant = demo.sim.tenant();
+        let adele = tenant.user(ADELE).unwrap();
+        assert_ne!(adele.password, before);
+        assert_eq!(
+            shown, adele.password,
+            "the page shows the password that was set"
+        );
+        assert!(adele.force_change_password);
+    }
+    // After a reload the conversation is still there, the secret is not.
+    c.refresh().await.unwrap();
+    wait()
+        .for_element(Locator::Css(".secret button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let gone = wait()
+        .for_element(Locator::Css(".secret .small"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(gone.contains("Already shown"), "{gone}");
+    let page = c.source().await.unwrap();
+    assert!(
+        !page.contains(&shown),
+        "the password is not on the page any more"
+    );
+    browser.close().await;
+}
