@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fantoccini::Locator;
+use latchkey::sim::model::Method as SimMethod;
 use latchkey::web::demo::{Demo, DemoOptions};
 use latchkey_tests::module_bytes;
 use reqwest::StatusCode;
@@ -17,6 +18,7 @@ use serde_json::{Value, json};
 const ADELE: &str = "adele.vance@contoso.com";
 const ADELE_ID: &str = "6ea91a8d-e32e-41a1-b7f6-3a2b1c0d9e8f";
 const MEGAN: &str = "megan.bowen@contoso.com";
+const ALEX: &str = "alex.wilber@contoso.com";
 
 /// The demo, as `latchkey demo --port 0 --sim-port 0` starts it, serving in
 /// the background.
@@ -326,6 +328,90 @@ async fn situation_1_over_the_json_api_mfa_step_up_then_a_password_shown_once() 
     // The conversation never carries the secret itself.
     let all = serde_json::to_string(&demo.events(&token, 0).await).unwrap();
     assert!(!all.contains(&value));
+}
+
+#[tokio::test]
+async fn the_manager_confirms_over_the_api_and_only_the_manager_can() {
+    let demo = demo().await;
+    let alex = demo.sign_in(ALEX).await;
+    let megan = demo.sign_in(MEGAN).await;
+    let adele = demo.sign_in(ADELE).await;
+
+    let events = demo.say(&alex, "my phone was stolen, I can't do MFA").await;
+    assert!(of_type(&events, "step-up").is_none(), "{events:#?}");
+    // The card is in the manager's own conversation, and only there.
+    let card = demo.wait_for(&megan, "approval-request").await;
+    assert_eq!(card["kind"], "manager-confirmation");
+    assert!(
+        card["requester"].as_str().unwrap().contains("Alex Wilber"),
+        "{card}"
+    );
+    assert!(card["expires_at"].as_i64().unwrap() > 0);
+    let id = card["request_id"].as_str().unwrap();
+    let path = format!("/api/requests/{id}");
+    for impostor in [&alex, &adele] {
+        let refused = demo.post(impostor, &path, json!({"approve": true})).await;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            refused.json::<Value>().await.unwrap()["error"]["code"],
+            "forbidden"
+        );
+    }
+    let no_answer = demo.post(&megan, &path, json!({})).await;
+    assert_eq!(
+        no_answer.status(),
+        StatusCode::BAD_REQUEST,
+        "approve is required"
+    );
+    let unknown = demo
+        .post(
+            &megan,
+            "/api/requests/no-such-request",
+            json!({"approve": true}),
+        )
+        .await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+
+    let answered = demo.post(&megan, &path, json!({"approve": true})).await;
+    assert_eq!(answered.status(), StatusCode::OK);
+    let answered: Value = answered.json().await.unwrap();
+    assert!(
+        answered["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "request-answered" && e["approved"] == true),
+        "{answered:#}"
+    );
+    let again = demo.post(&megan, &path, json!({"approve": false})).await;
+    assert_eq!(again.status(), StatusCode::CONFLICT, "answered once");
+
+    // Alex gets his Temporary Access Pass, once, and only he can fetch it.
+    let secret = demo.wait_for(&alex, "secret").await;
+    let secret_path = format!("/api/secrets/{}", secret["secret_id"].as_str().unwrap());
+    let stolen = demo.post(&megan, &secret_path, json!({})).await;
+    assert_eq!(
+        stolen.status(),
+        StatusCode::NOT_FOUND,
+        "not the manager's to see"
+    );
+    let pass = demo.post(&alex, &secret_path, json!({})).await;
+    assert_eq!(pass.status(), StatusCode::OK);
+    let pass = pass.json::<Value>().await.unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let issued = demo
+        .sim
+        .tenant()
+        .user(ALEX)
+        .unwrap()
+        .methods
+        .iter()
+        .any(|m| matches!(m, SimMethod::TemporaryAccessPass(tap) if tap.secret == pass));
+    assert!(issued, "the pass shown is the one issued");
+    let twice = demo.post(&alex, &secret_path, json!({})).await;
+    assert_eq!(twice.status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -693,4 +779,67 @@ async fn situation_1_in_headless_chromium() {
         "the password is not on the page any more"
     );
     browser.close().await;
+}
+
+/// The approver's side in the page: Megan signs in and confirms Alex with
+/// the card's button; Alex (over the API) gets his pass.
+#[tokio::test]
+async fn a_manager_confirms_with_the_pages_button_in_headless_chromium() {
+    let browser = browser::Browser::start().await;
+    let demo = demo().await;
+    let alex = demo.sign_in(ALEX).await;
+    demo.say(&alex, "I lost my phone and can't sign in").await;
+
+    let c = &browser.client;
+    let wait = || c.wait().at_most(Duration::from_secs(30));
+    c.goto(&demo.url("/auth/login")).await.unwrap();
+    let password = demo.sim.tenant().user(MEGAN).unwrap().password.clone();
+    wait()
+        .for_element(Locator::Id("username"))
+        .await
+        .unwrap()
+        .send_keys(MEGAN)
+        .await
+        .unwrap();
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(&password)
+        .await
+        .unwrap();
+    c.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    demo.approve_on_phone(MEGAN).await;
+
+    let approve = wait()
+        .for_element(Locator::Css(".actions.approval button.approve"))
+        .await
+        .unwrap();
+    let card = c
+        .find(Locator::Css("li.approval-request .body"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(card.contains("Alex Wilber"), "{card}");
+    approve.click().await.unwrap();
+    let answered = wait()
+        .for_element(Locator::Css("li.request-answered .body"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(answered, "Approved.");
+    let disabled = approve.attr("disabled").await.unwrap();
+    assert!(disabled.is_some(), "the card's buttons are spent");
+    browser.close().await;
+
+    let secret = demo.wait_for(&alex, "secret").await;
+    assert!(secret["label"].is_string());
 }
