@@ -39,7 +39,8 @@
 //! # than loopback is refused unless allow_remote = true (default false).
 //! listen = "127.0.0.1:7700"
 //! # The tenant whose people sign in to it. Default: the only tenant, when
-//! # exactly one is configured. Its `sign_in` table says how they sign in.
+//! # exactly one is configured. It must have a `sign_in` table: that is how
+//! # they sign in.
 //! tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 //!
 //! [policy]
@@ -923,6 +924,16 @@ impl Config {
                         }
                     },
                 };
+                // People sign in to the web chat through the tenant's
+                // sign-in settings: without them it could serve nobody.
+                if tenants.get(&tenant).is_some_and(|t| t.sign_in.is_none()) {
+                    return Err(ConfigError::WebTenant(format!(
+                        "tenant {tenant} has no [tenants.{tenant}.sign_in] table; the web \
+                         chat's people sign in through it (add one with its redirect_uri, \
+                         http://{}/callback)",
+                        w.listen
+                    )));
+                }
                 Ok(WebConfig {
                     listen: w.listen,
                     allow_remote: w.allow_remote,
@@ -1367,16 +1378,22 @@ mod tests {
         assert!(offset.contains("-720 to 840"), "{offset}");
     }
 
+    /// A tenant's sign-in table, which the web chat needs.
+    fn sign_in() -> String {
+        format!("[tenants.{TENANT}.sign_in]\nclient_id = \"web\"\n")
+    }
+
     #[test]
     fn the_web_chat_defaults_to_loopback_and_the_only_tenant() {
         assert!(with("").unwrap().web.is_none(), "no table, no web chat");
-        let web = with("[web]\n").unwrap().web.unwrap();
+        let web = with(&format!("{}[web]\n", sign_in())).unwrap().web.unwrap();
         assert_eq!(web.listen, DEFAULT_WEB_LISTEN);
         assert_eq!(web.listen.to_string(), "127.0.0.1:7700");
         assert_eq!(web.tenant, TENANT.parse().unwrap());
         assert!(!web.allow_remote);
         let named = with(&format!(
-            "[web]\nlisten = \"[::1]:8000\"\ntenant = \"{TENANT}\"\n"
+            "{}[web]\nlisten = \"[::1]:8000\"\ntenant = \"{TENANT}\"\n",
+            sign_in()
         ))
         .unwrap()
         .web
@@ -1405,7 +1422,18 @@ mod tests {
         let (line, remote) = toml_error(with("[web]\nlisten = \"0.0.0.0:7700\""));
         assert!(remote.contains("allow_remote"), "{remote}");
         assert_eq!(line, 8, "the [web] table's line");
-        assert!(with("[web]\nlisten = \"0.0.0.0:7700\"\nallow_remote = true").is_ok());
+        assert!(
+            with(&format!(
+                "{}[web]\nlisten = \"0.0.0.0:7700\"\nallow_remote = true",
+                sign_in()
+            ))
+            .is_ok()
+        );
+        let no_sign_in = with("[web]\n").unwrap_err();
+        assert!(
+            matches!(&no_sign_in, ConfigError::WebTenant(m) if m.contains("sign_in")),
+            "{no_sign_in}"
+        );
         let (_, typo) = toml_error(with("[web]\nport = 7700"));
         assert!(typo.contains("port"), "{typo}");
         let (_, name) = toml_error(with("[web]\nlisten = \"localhost:7700\""));
