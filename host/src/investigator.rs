@@ -180,6 +180,12 @@ pub struct Inquiry<'a> {
     /// The actions to propose. `None` means the standard remedy for the
     /// classified situation ([`standard_remedy`]).
     pub requested_actions: Option<&'a [Action]>,
+    /// Latchkey's own app registration at the tenant (the sign-in client
+    /// id). Its sign-ins are left out of the evidence: they are the
+    /// conversation's MFA step-ups, the resolution at work, and a successful
+    /// one would otherwise read as "signed in since, nothing to fix".
+    /// `None` keeps every sign-in.
+    pub own_app_id: Option<&'a str>,
     /// When the request is made, in Unix seconds (UTC).
     pub now: i64,
 }
@@ -197,6 +203,7 @@ impl<'a> Inquiry<'a> {
             verifications: &[],
             approvals: &[],
             requested_actions: None,
+            own_app_id: None,
             now,
         }
     }
@@ -314,13 +321,20 @@ impl Investigator {
         };
         let clock = clock::local(inquiry.now, self.settings.utc_offset_minutes)?;
         let since = clock::window_start(inquiry.now, self.settings.look_back)?;
-        let evidence = reads::gather(
+        let mut evidence = reads::gather(
             &self.graph,
             inquiry.requester,
             &since,
             self.settings.max_sign_ins,
         )
         .await?;
+        if let Some(own) = inquiry.own_app_id {
+            evidence.sign_ins.retain(|s| {
+                !s.app_id
+                    .as_deref()
+                    .is_some_and(|app| app.eq_ignore_ascii_case(own))
+            });
+        }
 
         let profile = &evidence.profile;
         let target_is_self = about.is_none_or(|about| profile.is(about));

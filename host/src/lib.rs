@@ -8,6 +8,9 @@
 //!   of each tenant's active module, and reproducible builds.
 //! * [`receipt`]: the host's signature over an allow (a DSSE envelope), and
 //!   the checks the executor makes before each write.
+//! * [`conversation`]: the conversation engine, one state machine per
+//!   user, from "I can't log in" to the resolution; [`approvals`], the
+//!   requests a require-approval decision makes.
 //! * [`graph`]: the Microsoft Graph client (app-only tokens, retries,
 //!   paging, typed errors) that the investigator and the executor call.
 //! * [`verification`]: identity verification in code (MFA step-up over
@@ -27,9 +30,11 @@
 //! * [`cli`]: the `latchkey` command.
 
 pub mod admin;
+pub mod approvals;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod conversation;
 pub mod executor;
 pub mod graph;
 pub mod ids;

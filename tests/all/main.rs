@@ -3,6 +3,7 @@
 
 mod admin;
 mod cache;
+mod conversation;
 mod executor;
 mod graph_client;
 mod hostile;

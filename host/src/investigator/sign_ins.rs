@@ -98,6 +98,8 @@ pub(super) struct SignIn {
     pub malicious_ip: bool,
     /// Applied Conditional Access policies whose `result` is `failure`.
     pub blocking: Vec<BlockingPolicy>,
+    /// `appId`: the application signed in to, when Graph names it.
+    pub app_id: Option<String>,
 }
 
 impl SignIn {
@@ -163,11 +165,13 @@ fn parse_one(item: &Value) -> Result<SignIn, String> {
             })
         })
         .collect();
+    let app_id = item.get("appId").and_then(Value::as_str).map(str::to_owned);
     Ok(SignIn {
         at,
         code,
         malicious_ip,
         blocking,
+        app_id,
     })
 }
 
@@ -234,6 +238,7 @@ pub(super) mod tests {
             code,
             malicious_ip: false,
             blocking: Vec::new(),
+            app_id: None,
         }
     }
 
