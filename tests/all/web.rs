@@ -3,6 +3,7 @@
 //! emulator's own pages), its refusals, and the page in headless Chromium.
 
 mod browser;
+mod situations;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

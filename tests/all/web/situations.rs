@@ -1,0 +1,134 @@
+//! The situations of DESIGN.md driven over the web chat's JSON API, as a
+//! script or the page would: sign in at the emulator, talk, verify, and then
+//! the emulator's resulting state and directory audit. (Situation 1 and the
+//! manager confirmation of situation 2 are in `web.rs`; the engine-level
+//! tests of every situation are in `conversation.rs`.)
+
+use serde_json::{Value, json};
+
+use super::{Running, demo, of_type};
+
+const HENRIETTA: &str = "henrietta.mueller@contoso.com";
+const LIDIA: &str = "lidia.holloway@contoso.com";
+const ISAIAH: &str = "isaiah.langer@contoso.com";
+const LEE: &str = "lee.gu@contoso.com";
+const MEGAN: &str = "megan.bowen@contoso.com";
+
+/// Every bot-side text of a conversation, joined.
+fn said(events: &[Value]) -> String {
+    events
+        .iter()
+        .filter(|e| e["type"] != "user-message")
+        .map(|e| {
+            ["text", "reason", "summary"]
+                .iter()
+                .filter_map(|k| e[*k].as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A user's state and the directory audit's length: what any write changes.
+fn snapshot(demo: &Running, upn: &str) -> (Value, usize) {
+    let tenant = demo.sim.tenant();
+    let user = serde_json::to_value(tenant.user(upn).unwrap()).unwrap();
+    (user, tenant.audits.len())
+}
+
+/// Says `text` and checks that nothing changes anywhere in the directory.
+async fn nothing_changes(demo: &Running, upn: &str, text: &str) -> Vec<Value> {
+    let token = demo.sign_in(upn).await;
+    let before = snapshot(demo, upn);
+    demo.say(&token, text).await;
+    let events = demo.events(&token, 0).await;
+    assert!(of_type(&events, "secret").is_none(), "{events:#?}");
+    assert!(of_type(&events, "step-up").is_none(), "{events:#?}");
+    assert_eq!(snapshot(demo, upn), before, "nothing changed");
+    events
+}
+
+#[tokio::test]
+async fn situation_3_a_lockout_is_explained_then_cleared_by_a_reset_after_mfa() {
+    let demo = demo().await;
+    let token = demo.sign_in(HENRIETTA).await;
+    let events = demo.say(&token, "My account is locked").await;
+    let text = said(&events);
+    assert!(text.contains("locked"), "what was found is said: {text}");
+    let step_up = of_type(&events, "step-up")
+        .unwrap_or_else(|| panic!("an MFA step-up: {events:#?}"))
+        .clone();
+    let before = demo.sim.tenant().user(HENRIETTA).unwrap().password.clone();
+    let back = demo
+        .sign_in_at_emulator(step_up["url"].as_str().unwrap(), HENRIETTA)
+        .await;
+    let verified = demo
+        .http
+        .get(&back)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), 200, "{:?}", verified.text().await);
+    let secret = demo.wait_for(&token, "secret").await;
+    let shown = demo
+        .post(
+            &token,
+            &format!("/api/secrets/{}", secret["secret_id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    let value = shown.json::<Value>().await.unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tenant = demo.sim.tenant();
+    let user = tenant.user(HENRIETTA).unwrap();
+    assert_ne!(user.password, before);
+    assert_eq!(user.password, value);
+    assert!(user.force_change_password);
+    assert!(
+        tenant.audits.iter().any(|a| serde_json::to_string(a)
+            .unwrap()
+            .contains("Reset password (by admin)")),
+        "Entra's directory audit records the reset"
+    );
+}
+
+#[tokio::test]
+async fn situation_5_a_conditional_access_block_is_named_and_nothing_changes() {
+    let demo = demo().await;
+    let events = nothing_changes(&demo, LIDIA, "I can't sign in from Lisbon").await;
+    let text = said(&events);
+    assert!(
+        text.contains("Finance: block access from outside trusted locations"),
+        "the blocking policy is named: {text}"
+    );
+}
+
+#[tokio::test]
+async fn situation_6_a_password_for_someone_else_is_refused_and_their_account_untouched() {
+    let demo = demo().await;
+    let lee_before = snapshot(&demo, LEE);
+    let events = nothing_changes(
+        &demo,
+        ISAIAH,
+        "Please give lee.gu@contoso.com a temporary password, he is a contractor",
+    )
+    .await;
+    assert_eq!(
+        snapshot(&demo, LEE),
+        lee_before,
+        "Lee's account is untouched"
+    );
+    let text = said(&events);
+    assert!(text.to_lowercase().contains("own account"), "{text}");
+}
+
+#[tokio::test]
+async fn situation_7_a_mistyped_password_is_explained_and_nothing_changes() {
+    let demo = demo().await;
+    let events = nothing_changes(&demo, MEGAN, "I can't log in").await;
+    assert!(!said(&events).is_empty());
+}
