@@ -1214,7 +1214,7 @@ impl Engine {
         self.bot(turn, reason).await?;
         for method in &methods {
             let offered = match method {
-                Method::MfaStepUp => self.offer_step_up(turn, &mut offers).await,
+                Method::MfaStepUp => self.offer_step_up(turn, facts, &mut offers).await,
                 Method::RecoveryEmailCode => {
                     let from = mail_from.as_deref().unwrap_or_default();
                     self.offer_code(turn, &mut offers, from).await
@@ -1253,7 +1253,12 @@ impl Engine {
         Ok(())
     }
 
-    async fn offer_step_up(&self, turn: &mut Turn, offers: &mut Offers) -> Result<(), EngineError> {
+    async fn offer_step_up(
+        &self,
+        turn: &mut Turn,
+        facts: &Facts,
+        offers: &mut Offers,
+    ) -> Result<(), EngineError> {
         if let Some(live) = &offers.step_up {
             let url = live.url.clone();
             self.say(turn, EventKind::StepUp { url }).await?;
@@ -1267,7 +1272,13 @@ impl Engine {
         let (oidc, redirect_uri) = self.oidc(&turn.tenant)?;
         let start = self
             .verifier
-            .begin_step_up(&oidc, &turn.tenant, &turn.user, &redirect_uri)
+            .begin_step_up(
+                &oidc,
+                &turn.tenant,
+                &turn.user,
+                Some(facts.requester.user_principal_name.as_str()).filter(|upn| !upn.is_empty()),
+                &redirect_uri,
+            )
             .await?;
         self.store
             .put_flow(

@@ -301,7 +301,13 @@ async fn a_step_up_passes_when_the_requester_signs_in_with_mfa_and_the_state_is_
     let adele = user(ADELE);
     let start = f
         .verifier
-        .begin_step_up(&f.oidc, &f.tenant, &adele, REDIRECT)
+        .begin_step_up(
+            &f.oidc,
+            &f.tenant,
+            &adele,
+            Some("adele.vance@contoso.com"),
+            REDIRECT,
+        )
         .await
         .unwrap();
     let now = real_now();
@@ -312,7 +318,10 @@ async fn a_step_up_passes_when_the_requester_signs_in_with_mfa_and_the_state_is_
         f.sim.base_url, f.tenant
     )));
     assert_eq!(q["prompt"], "login");
-    assert_eq!(q["login_hint"], ADELE);
+    assert_eq!(
+        q["login_hint"], "adele.vance@contoso.com",
+        "the sign-in page is pre-filled with the user principal name"
+    );
     assert_eq!(q["code_challenge_method"], "S256");
     assert_eq!(q["response_type"], "code");
     assert_eq!(q["redirect_uri"], REDIRECT);
@@ -411,7 +420,7 @@ async fn a_step_up_is_refused_for_another_user_or_without_mfa() {
     // Adele's step-up, but Alex signs in (with MFA).
     let start = f
         .verifier
-        .begin_step_up(&f.oidc, &f.tenant, &user(ADELE), REDIRECT)
+        .begin_step_up(&f.oidc, &f.tenant, &user(ADELE), None, REDIRECT)
         .await
         .unwrap();
     let callback = browser_sign_in(
@@ -437,7 +446,7 @@ async fn a_step_up_is_refused_for_another_user_or_without_mfa() {
     // Lee is who he says, but signs in with a password alone.
     let start = f
         .verifier
-        .begin_step_up(&f.oidc, &f.tenant, &user(LEE), REDIRECT)
+        .begin_step_up(&f.oidc, &f.tenant, &user(LEE), None, REDIRECT)
         .await
         .unwrap();
     let callback = browser_sign_in(
@@ -465,7 +474,7 @@ async fn a_token_from_a_sign_in_with_another_nonce_is_refused() {
     let f = Fixture::new().await;
     let start = f
         .verifier
-        .begin_step_up(&f.oidc, &f.tenant, &user(ADELE), REDIRECT)
+        .begin_step_up(&f.oidc, &f.tenant, &user(ADELE), None, REDIRECT)
         .await
         .unwrap();
     // The request is altered on its way through the browser.
@@ -505,7 +514,7 @@ async fn unknown_expired_and_misdirected_states_are_refused() {
     // Another tenant's client: refused, and the sign-in is still pending.
     let start = f
         .verifier
-        .begin_step_up(&f.oidc, &f.tenant, &user(ADELE), REDIRECT)
+        .begin_step_up(&f.oidc, &f.tenant, &user(ADELE), None, REDIRECT)
         .await
         .unwrap();
     let other: TenantId = "72f988bf-86f1-41af-91ab-2d7cd011db47".parse().unwrap();
@@ -516,7 +525,7 @@ async fn unknown_expired_and_misdirected_states_are_refused() {
     ));
     assert!(matches!(
         f.verifier
-            .begin_step_up(&elsewhere, &f.tenant, &user(ADELE), REDIRECT)
+            .begin_step_up(&elsewhere, &f.tenant, &user(ADELE), None, REDIRECT)
             .await,
         Err(VerificationError::WrongTenant { .. })
     ));
@@ -546,7 +555,7 @@ async fn unknown_expired_and_misdirected_states_are_refused() {
     // Past its ten minutes: expired, before anything is redeemed.
     let start = f
         .verifier
-        .begin_step_up(&f.oidc, &f.tenant, &user(ADELE), REDIRECT)
+        .begin_step_up(&f.oidc, &f.tenant, &user(ADELE), None, REDIRECT)
         .await
         .unwrap();
     let callback = browser_sign_in(
@@ -586,7 +595,7 @@ async fn a_restart_invalidates_pending_sign_ins() {
     let f = Fixture::new().await;
     let start = f
         .verifier
-        .begin_step_up(&f.oidc, &f.tenant, &user(ADELE), REDIRECT)
+        .begin_step_up(&f.oidc, &f.tenant, &user(ADELE), None, REDIRECT)
         .await
         .unwrap();
     let callback = browser_sign_in(
@@ -738,7 +747,7 @@ impl FakeFixture {
     ) -> Result<Completed, VerificationError> {
         let start = self
             .verifier
-            .begin_step_up(&self.oidc, &self.tenant, &user(ADELE), REDIRECT)
+            .begin_step_up(&self.oidc, &self.tenant, &user(ADELE), None, REDIRECT)
             .await
             .unwrap();
         *self.fake.id_token.lock().unwrap() = token(self.claims(&start));

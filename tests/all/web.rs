@@ -704,10 +704,14 @@ async fn situation_1_in_headless_chromium() {
     step_up.click().await.unwrap();
 
     // The step-up: the sign-in page again, then the phone. The name field
-    // comes filled in with the login hint; typed again as a person would.
+    // comes filled in with the login hint, the user principal name, which
+    // the page's email field accepts as it is.
     let username = wait().for_element(Locator::Id("username")).await.unwrap();
-    username.clear().await.unwrap();
-    username.send_keys(ADELE).await.unwrap();
+    assert_eq!(
+        username.prop("value").await.unwrap().as_deref(),
+        Some(ADELE),
+        "the step-up pre-fills the user's sign-in name"
+    );
     c.find(Locator::Id("password"))
         .await
         .unwrap()

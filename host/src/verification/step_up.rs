@@ -86,13 +86,17 @@ struct Flow {
 
 impl Verifier {
     /// Starts an MFA step-up for `requester` of `tenant` at `oidc`'s
-    /// authority (`prompt=login`, `login_hint` = the requester's object id).
+    /// authority (`prompt=login`). `login_hint` is what the sign-in page
+    /// pre-fills: the requester's user principal name, which is what Entra
+    /// expects there (an object id would be refused by the page's username
+    /// field); whoever signs in, the ID token's `oid` must be `requester`.
     /// Completed by [`Verifier::complete`] within [`FLOW_SECONDS`].
     pub async fn begin_step_up(
         &self,
         oidc: &OidcClient,
         tenant: &TenantId,
         requester: &UserId,
+        login_hint: Option<&str>,
         redirect_uri: &str,
     ) -> Result<StepUpStart, VerificationError> {
         if oidc.tenant() != tenant {
@@ -101,7 +105,8 @@ impl Verifier {
                 got: oidc.tenant().clone(),
             });
         }
-        self.begin(oidc, Some(requester), redirect_uri).await
+        self.begin(oidc, Some(requester), login_hint, redirect_uri)
+            .await
     }
 
     /// Starts a plain sign-in at `oidc`'s authority: any user of its tenant,
@@ -112,13 +117,14 @@ impl Verifier {
         oidc: &OidcClient,
         redirect_uri: &str,
     ) -> Result<StepUpStart, VerificationError> {
-        self.begin(oidc, None, redirect_uri).await
+        self.begin(oidc, None, None, redirect_uri).await
     }
 
     async fn begin(
         &self,
         oidc: &OidcClient,
         requester: Option<&UserId>,
+        login_hint: Option<&str>,
         redirect_uri: &str,
     ) -> Result<StepUpStart, VerificationError> {
         oidc::check_redirect_uri(redirect_uri)?;
@@ -132,7 +138,7 @@ impl Verifier {
             state: &state,
             nonce: &derived.nonce,
             code_challenge: &derived.code_challenge(),
-            login_hint: requester.map(UserId::as_str),
+            login_hint,
         })?;
         sqlx::query("DELETE FROM verification_flows WHERE expires_at < $1")
             .bind(now - KEEP_SECONDS)
