@@ -132,3 +132,73 @@ async fn situation_7_a_mistyped_password_is_explained_and_nothing_changes() {
     let events = nothing_changes(&demo, MEGAN, "I can't log in").await;
     assert!(!said(&events).is_empty());
 }
+
+const JOHANNA: &str = "johanna.lorenz@contoso.com";
+const NESTOR: &str = "nestor.wilke@contoso.com";
+
+#[tokio::test]
+async fn a_privileged_account_is_reset_only_after_its_manager_approves_over_the_api() {
+    // Johanna is a User Administrator; her manager is Nestor.
+    let demo = demo().await;
+    let johanna = demo.sign_in(JOHANNA).await;
+    let events = demo.say(&johanna, "I forgot my password").await;
+    let step_up = of_type(&events, "step-up")
+        .unwrap_or_else(|| panic!("an MFA step-up first: {events:#?}"))
+        .clone();
+    let back = demo
+        .sign_in_at_emulator(step_up["url"].as_str().unwrap(), JOHANNA)
+        .await;
+    let verified = demo
+        .http
+        .get(&back)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), 200, "{:?}", verified.text().await);
+    let before = snapshot(&demo, JOHANNA);
+    assert!(
+        of_type(&demo.events(&johanna, 0).await, "secret").is_none(),
+        "verified, but not approved yet"
+    );
+
+    // The request appears in Nestor's conversation; Johanna cannot answer it.
+    let nestor = demo.sign_in(NESTOR).await;
+    let card = demo.wait_for(&nestor, "approval-request").await;
+    let id = card["request_id"].as_str().unwrap().to_owned();
+    assert_eq!(card["kind"], "approval");
+    let own = demo
+        .post(
+            &johanna,
+            &format!("/api/requests/{id}"),
+            json!({"approve": true}),
+        )
+        .await;
+    assert!(own.status().is_client_error(), "{}", own.status());
+    assert_eq!(snapshot(&demo, JOHANNA), before, "nothing changed");
+
+    let answered = demo
+        .post(
+            &nestor,
+            &format!("/api/requests/{id}"),
+            json!({"approve": true}),
+        )
+        .await;
+    assert_eq!(answered.status(), 200, "{:?}", answered.text().await);
+    let secret = demo.wait_for(&johanna, "secret").await;
+    let shown = demo
+        .post(
+            &johanna,
+            &format!("/api/secrets/{}", secret["secret_id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    let value = shown.json::<Value>().await.unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tenant = demo.sim.tenant();
+    let user = tenant.user(JOHANNA).unwrap();
+    assert_eq!(user.password, value);
+    assert!(user.force_change_password);
+}
