@@ -880,3 +880,71 @@ async fn a_huge_body_gets_the_envelope_and_the_server_keeps_serving() {
         .unwrap();
     assert_eq!(after.status(), 200);
 }
+
+/// Posts the sign-in form's "Use the Authenticator app instead" button.
+async fn post_passwordless(browser: &Browser, user: &str) -> reqwest::Response {
+    let mut form = browser.params(REDIRECT);
+    form.push(("step", "passwordless".to_owned()));
+    form.push(("username", user.to_owned()));
+    browser.post_form(&form).await
+}
+
+#[tokio::test]
+async fn phone_sign_in_needs_no_password_so_expiry_and_lockout_do_not_stop_it() {
+    let browser = Browser::start().await;
+    let page = browser.get_authorize(&browser.params(REDIRECT)).await;
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("Use the Authenticator app instead"),
+        "the page offers phone sign-in"
+    );
+    // Grady's password expired; a password sign-in would send him to the
+    // update page. Henrietta is locked out by smart lockout.
+    for upn in ["grady.archie@contoso.com", "henrietta.mueller@contoso.com"] {
+        let submitted = post_passwordless(&browser, upn).await;
+        assert_eq!(
+            submitted.status(),
+            StatusCode::SEE_OTHER,
+            "{upn}: to the phone"
+        );
+        let approval = browser.pending_for(upn).await;
+        assert_eq!(
+            browser.answer(&approval, true).await.status(),
+            StatusCode::OK
+        );
+        let done = browser.follow(&submitted).await;
+        assert_eq!(done.status(), StatusCode::FOUND, "{upn}: back to the app");
+        let code = query(&Url::parse(&location(&done)).unwrap(), "code").unwrap();
+        let body: Value = browser.redeem(&code, VERIFIER).await.json().await.unwrap();
+        let id = browser
+            .verify(body["id_token"].as_str().unwrap(), &browser.client_id)
+            .await;
+        assert_eq!(id["preferred_username"], upn);
+        assert_eq!(
+            id["amr"],
+            serde_json::json!(["rsa", "mfa"]),
+            "{upn}: no password"
+        );
+    }
+}
+
+#[tokio::test]
+async fn phone_sign_in_is_refused_to_disabled_accounts_and_users_without_authenticator() {
+    let browser = Browser::start().await;
+    for (upn, says) in [
+        ("christie.cline@contoso.com", "Your account has been locked"),
+        ("lee.gu@contoso.com", "no Microsoft Authenticator set up"),
+    ] {
+        let page = post_passwordless(&browser, upn).await;
+        assert_eq!(page.status(), StatusCode::OK, "{upn}: the page again");
+        let html = page.text().await.unwrap();
+        assert!(html.contains(says), "{upn}: {html}");
+    }
+    assert_eq!(
+        browser.last_sign_in_code("christie.cline@contoso.com"),
+        50057,
+        "the refused attempt is logged"
+    );
+}

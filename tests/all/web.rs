@@ -73,22 +73,34 @@ impl Running {
     /// simulated phone's API) when the user has one. Returns the redirect
     /// back to the app (`.../callback?code=...&state=...`).
     async fn sign_in_at_emulator(&self, authorize_url: &str, upn: &str) -> String {
+        self.sign_in_with(authorize_url, upn, "password").await
+    }
+
+    /// The same with phone sign-in ("Use the Authenticator app instead"):
+    /// no password, only the approval on the phone.
+    async fn sign_in_passwordless(&self, authorize_url: &str, upn: &str) -> String {
+        self.sign_in_with(authorize_url, upn, "passwordless").await
+    }
+
+    async fn sign_in_with(&self, authorize_url: &str, upn: &str, step: &str) -> String {
         let password = self.sim.tenant().user(upn).unwrap().password.clone();
         let url = reqwest::Url::parse(authorize_url).unwrap();
         let page = self.http.get(url.clone()).send().await.unwrap();
         assert_eq!(page.status(), 200, "the sign-in page");
         // The form's hidden fields are the authorize request's parameters.
         let mut form: Vec<(String, String)> = url.query_pairs().into_owned().collect();
-        form.push(("step".into(), "password".into()));
+        form.push(("step".into(), step.into()));
         form.push(("username".into(), upn.into()));
-        form.push(("password".into(), password));
+        if step == "password" {
+            form.push(("password".into(), password));
+        }
         let mut action = url.clone();
         action.set_query(None);
         let submitted = self.http.post(action).form(&form).send().await.unwrap();
         let location = submitted
             .headers()
             .get(LOCATION)
-            .unwrap_or_else(|| panic!("no redirect after the password: {}", submitted.status()))
+            .unwrap_or_else(|| panic!("no redirect after the {step} step: {}", submitted.status()))
             .to_str()
             .unwrap()
             .to_owned();
@@ -159,6 +171,12 @@ impl Running {
 
     /// Signs in through the JSON API as `upn`; returns the session token.
     async fn sign_in(&self, upn: &str) -> String {
+        self.sign_in_by(upn, "password").await
+    }
+
+    /// Signs in through the JSON API as `upn` with the sign-in `step`
+    /// (`password`, or `passwordless` for phone sign-in).
+    async fn sign_in_by(&self, upn: &str, step: &str) -> String {
         let started = self
             .http
             .post(self.url("/api/session"))
@@ -170,7 +188,7 @@ impl Running {
         let login = cookie_from(started.headers(), "latchkey_login").expect("the sign-in cookie");
         let body: Value = started.json().await.unwrap();
         let authorize = body["authorize_url"].as_str().unwrap();
-        let back = self.sign_in_at_emulator(authorize, upn).await;
+        let back = self.sign_in_with(authorize, upn, step).await;
         assert!(back.starts_with(&self.url("/callback?")), "{back}");
         let done = self
             .http

@@ -15,7 +15,10 @@
 //!   seeded user (smart lockout, disabled accounts, expired or must-change
 //!   passwords, blocking Conditional Access policies), then asks the
 //!   Authenticator for a number-matched approval, or completes with the
-//!   password alone for users without Authenticator.
+//!   password alone for users without Authenticator. Its second button,
+//!   "Use the Authenticator app instead", is phone sign-in without a password
+//!   (`amr` `["rsa","mfa"]`): password expiry and smart lockout do not apply,
+//!   a disabled account and Conditional Access still do.
 //! * `GET /{tenant}/oauth2/v2.0/authorize/mfa/{approval}`: the "Approve sign
 //!   in request" page; it refreshes itself and redirects to the app once the
 //!   request is answered.
@@ -544,15 +547,18 @@ fn password_step(
             message: "This username may be incorrect. Make sure you typed it correctly. Otherwise, contact your admin.".to_owned(),
         };
     };
+    let log = |tenant: &mut Tenant, code: u32, ca: Vec<(String, String, String)>| {
+        record_sign_in(tenant, index, now, &auth.app_name, ip, code, ca);
+    };
+    if form.step.as_deref() == Some("passwordless") {
+        return passwordless_step(tenant, index, auth, username, now, ip);
+    }
     if password.is_empty() {
         return Step::Retry {
             username,
             message: "Please enter your password.".to_owned(),
         };
     }
-    let log = |tenant: &mut Tenant, code: u32, ca: Vec<(String, String, String)>| {
-        record_sign_in(tenant, index, now, &auth.app_name, ip, code, ca);
-    };
     let updating = form.step.as_deref() == Some("update_password");
     // Smart lockout, disabled accounts and expiry follow the same rules as
     // `POST /_sim/signins`.
@@ -631,6 +637,65 @@ fn password_step(
             }
         }
     }
+}
+
+/// Phone sign-in with Microsoft Authenticator instead of a password: for an
+/// enabled account with Authenticator, a number-matched approval on the
+/// phone is the whole sign-in. Password expiry and smart lockout do not
+/// apply (no password is used); a disabled account and Conditional Access
+/// still block.
+fn passwordless_step(
+    tenant: &mut Tenant,
+    index: usize,
+    auth: &Authorization,
+    username: String,
+    now: OffsetDateTime,
+    ip: &str,
+) -> Step {
+    let user = &tenant.users[index];
+    if !user.account_enabled {
+        record_sign_in(
+            tenant,
+            index,
+            now,
+            &auth.app_name,
+            ip,
+            control::DISABLED,
+            Vec::new(),
+        );
+        return Step::Retry {
+            username,
+            message: "Your account has been locked. Contact your support person to unlock it, then try again.".to_owned(),
+        };
+    }
+    let device = user.methods.iter().find_map(|m| match m {
+        Method::MicrosoftAuthenticator { display_name, .. } => Some(display_name.clone()),
+        _ => None,
+    });
+    let Some(device) = device else {
+        return Step::Retry {
+            username,
+            message: "You have no Microsoft Authenticator set up for phone sign-in. Sign in with your password.".to_owned(),
+        };
+    };
+    if let Some((id, name)) = blocking_policy(tenant, user, &auth.client_id) {
+        record_sign_in(
+            tenant,
+            index,
+            now,
+            &auth.app_name,
+            ip,
+            53003,
+            vec![(id, name, "failure".to_owned())],
+        );
+        return Step::Blocked {
+            code: 53003,
+            message: "You cannot access this right now. Your sign-in was successful but does not meet the criteria to access this resource. For example, you might be signing in from a browser, app, or location that is restricted by your admin.".to_owned(),
+        };
+    }
+    let mut approval = Approval::new(auth, user, device, ip, now);
+    approval.passwordless = true;
+    Step::Mfa(Box::new(approval))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -880,6 +945,11 @@ struct Approval {
     expires: i64,
     keep_until: i64,
     auth: Authorization,
+    /// Phone sign-in without a password: the approval is the only factor
+    /// (`amr` `["rsa", "mfa"]`, as Entra writes it), so neither password
+    /// expiry nor smart lockout, which are about passwords, stand in its way.
+    #[serde(default)]
+    passwordless: bool,
 }
 
 impl Approval {
@@ -906,6 +976,7 @@ impl Approval {
             expires: now + APPROVAL_SECONDS,
             keep_until: now + APPROVAL_SECONDS + CODE_SECONDS,
             auth: auth.clone(),
+            passwordless: false,
         }
     }
 
@@ -1025,7 +1096,11 @@ async fn mfa_page(State(sim): State<Sim>, Path((_tenant, id)): Path<(String, Str
                 &sim,
                 &approval.auth,
                 &approval.user_id,
-                vec!["pwd".to_owned(), "mfa".to_owned()],
+                if approval.passwordless {
+                    vec!["rsa".to_owned(), "mfa".to_owned()]
+                } else {
+                    vec!["pwd".to_owned(), "mfa".to_owned()]
+                },
                 now,
             );
             finish(&target, &[("code", code.as_str())])
@@ -1681,12 +1756,13 @@ fn login_page(auth: &Authorization, tenant: &str, username: &str, error: Option<
 {error}
 <form method="post" action="{action}">
 {hidden}
-<input type="hidden" name="step" value="password">
 <label for="username">Email, phone, or Skype</label>
 <input type="email" id="username" name="username" value="{username}" autocomplete="username" required{autofocus_user}>
 <label for="password">Password</label>
 <input type="password" id="password" name="password" autocomplete="current-password" required{autofocus_pass}>
-<div class="actions"><button type="submit">Sign in</button></div>
+<div class="actions"><button type="submit" name="step" value="password">Sign in</button></div>
+<p>Can't use your password? With Microsoft Authenticator you can approve a sign-in on your phone instead.</p>
+<div class="actions"><button type="submit" id="passwordless" name="step" value="passwordless" formnovalidate>Use the Authenticator app instead</button></div>
 </form>"#,
         tenant = escape(tenant),
         app = escape(&auth.app_name),

@@ -47,7 +47,7 @@ const CAST: &[(&str, &str)] = &[
     ),
     (
         "henrietta.mueller@contoso.com",
-        "3. locked out: \"I'm locked out\"",
+        "3. locked out (sign in with \"Use the Authenticator app instead\"): \"I'm locked out\"",
     ),
     (
         "joni.sherman@contoso.com",
@@ -55,7 +55,7 @@ const CAST: &[(&str, &str)] = &[
     ),
     (
         "grady.archie@contoso.com",
-        "4. password expired: \"my password expired\"",
+        "4. password expired (sign in with \"Use the Authenticator app instead\"): \"my password expired\"",
     ),
     (
         "lidia.holloway@contoso.com",

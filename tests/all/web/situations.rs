@@ -202,3 +202,81 @@ async fn a_privileged_account_is_reset_only_after_its_manager_approves_over_the_
     assert_eq!(user.password, value);
     assert!(user.force_change_password);
 }
+
+const GRADY: &str = "grady.archie@contoso.com";
+
+#[tokio::test]
+async fn situation_4_an_expired_password_is_reset_with_a_forced_change_after_phone_sign_in() {
+    // Grady's password expired 14 days ago: a password sign-in would make
+    // him change it on the sign-in page (the change that failed him). Phone
+    // sign-in with Authenticator uses no password, so he reaches the chat.
+    let demo = demo().await;
+    let token = demo.sign_in_by(GRADY, "passwordless").await;
+    let before = demo.sim.tenant().user(GRADY).unwrap().password.clone();
+    let events = demo
+        .say(&token, "My password expired and changing it failed")
+        .await;
+    let text = said(&events);
+    assert!(text.contains("expired"), "what was found is said: {text}");
+    let step_up = of_type(&events, "step-up")
+        .unwrap_or_else(|| panic!("an MFA step-up: {events:#?}"))
+        .clone();
+    let back = demo
+        .sign_in_passwordless(step_up["url"].as_str().unwrap(), GRADY)
+        .await;
+    let verified = demo
+        .http
+        .get(&back)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), 200, "{:?}", verified.text().await);
+    let secret = demo.wait_for(&token, "secret").await;
+    let shown = demo
+        .post(
+            &token,
+            &format!("/api/secrets/{}", secret["secret_id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    let value = shown.json::<Value>().await.unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tenant = demo.sim.tenant();
+    let user = tenant.user(GRADY).unwrap();
+    assert_ne!(user.password, before);
+    assert_eq!(user.password, value);
+    assert!(
+        user.force_change_password,
+        "he sets his own at next sign-in"
+    );
+}
+
+#[tokio::test]
+async fn a_disabled_account_cannot_reach_the_chat_even_by_phone_sign_in() {
+    let demo = demo().await;
+    let started = demo
+        .http
+        .post(demo.url("/api/session"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = started.json().await.unwrap();
+    let url = reqwest::Url::parse(body["authorize_url"].as_str().unwrap()).unwrap();
+    let mut form: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    form.push(("step".into(), "passwordless".into()));
+    form.push(("username".into(), "christie.cline@contoso.com".into()));
+    let mut action = url.clone();
+    action.set_query(None);
+    let page = demo.http.post(action).form(&form).send().await.unwrap();
+    assert_eq!(page.status(), 200, "the sign-in page again, not a redirect");
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("Your account has been locked")
+    );
+}
