@@ -854,6 +854,37 @@ fn serve(config_path: &Path, check: bool) -> Result<u8, CliError> {
                 None
             }
         };
+        let slack = match Config::load(config_path)
+            .map_err(|e| CliError::new(format!("{}: {e}", config_path.display())))?
+            .slack
+        {
+            Some(slack) => {
+                let settings = crate::slack::SlackSettings::from_config(&slack)
+                    .map_err(|e| CliError::new(e.to_string()))?;
+                let bound = tokio::net::TcpListener::bind(slack.listen)
+                    .await
+                    .map_err(|e| {
+                        CliError::new(format!("cannot listen on {} for Slack: {e}", slack.listen))
+                    })?;
+                let addr = bound
+                    .local_addr()
+                    .map_err(|e| CliError::new(e.to_string()))?;
+                println!(
+                    "Slack listening on http://{addr}/slack/events (tenant {})",
+                    slack.tenant
+                );
+                let shared = web
+                    .as_ref()
+                    .filter(|(chat, _)| chat.tenant() == &slack.tenant)
+                    .map(|(chat, _)| Arc::clone(chat.engine()));
+                let channel = crate::slack::Slack::for_service(&service, shared, settings);
+                Some((Arc::new(channel), bound))
+            }
+            None => {
+                println!("Slack off (no [slack] table)");
+                None
+            }
+        };
         println!("latchkey serve running; Ctrl-C or SIGTERM stops it");
         // One signal stops both listeners.
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -871,7 +902,14 @@ fn serve(config_path: &Path, check: bool) -> Result<u8, CliError> {
                 None => Ok(()),
             }
         };
-        let (admin, chat) = tokio::join!(admin, chat);
+        let slack = async {
+            match slack {
+                Some((slack, bound)) => slack.serve(bound, until(stopped.clone())).await,
+                None => Ok(()),
+            }
+        };
+        let (admin, chat, slack) = tokio::join!(admin, chat, slack);
+        slack.map_err(|e| CliError::new(format!("the Slack channel stopped: {e}")))?;
         admin.map_err(|e| CliError::new(e.to_string()))?;
         chat.map_err(|e| CliError::new(format!("the web chat stopped: {e}")))?;
         service.close().await;

@@ -43,6 +43,23 @@
 //! # they sign in.
 //! tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 //!
+//! # The Slack channel (`crate::slack`). Without this table `latchkey serve`
+//! # serves no Slack routes. Secrets are never inline: each comes from a file
+//! # (relative to this file) or an environment variable, exactly one of the two.
+//! [slack]
+//! signing_secret_file = "slack-signing.secret"   # or signing_secret_env
+//! bot_token_env = "SLACK_BOT_TOKEN"             # or bot_token_file
+//! # The Web API. Default: "https://slack.com/api".
+//! api_base_url = "https://slack.com/api"
+//! # The Entra tenant of this Slack workspace's people. Default: the only
+//! # tenant, when exactly one is configured.
+//! tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+//! # Where /slack/events and /slack/interactivity are served. Default:
+//! # "127.0.0.1:7702"; an address other than loopback is refused unless
+//! # allow_remote = true (default false): put TLS in front, Slack calls
+//! # an https URL.
+//! listen = "127.0.0.1:7702"
+//!
 //! [policy]
 //! # Module, signature and publisher key files are named relative to this
 //! # directory and reached only through it.
@@ -133,6 +150,10 @@ use crate::verification::OidcClient;
 pub const DEFAULT_DATABASE: &str = "latchkey.db";
 /// Default [`AdminConfig::listen`]: `127.0.0.1:7720`, loopback only.
 pub const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7720);
+/// Default [`SlackConfig::listen`]: `127.0.0.1:7702`, loopback only.
+pub const DEFAULT_SLACK_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7702);
+/// Default [`SlackConfig::api_base_url`]: Slack's Web API.
+pub const DEFAULT_SLACK_API_BASE_URL: &str = "https://slack.com/api";
 /// Default [`WebConfig::listen`]: `127.0.0.1:7700`, loopback only.
 pub const DEFAULT_WEB_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7700);
 /// The shortest admin token accepted, in characters: 32 random hex digits
@@ -166,6 +187,27 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// The web chat (`[web]`); `None` turns it off.
     pub web: Option<WebConfig>,
+    /// The Slack channel (`[slack]`); `None` turns it off.
+    pub slack: Option<SlackConfig>,
+}
+
+/// The Slack channel's settings: `[slack]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlackConfig {
+    /// Where its routes are served. Default [`DEFAULT_SLACK_LISTEN`];
+    /// anything but a loopback address requires `allow_remote = true`.
+    pub listen: SocketAddr,
+    /// Whether a non-loopback `listen` was explicitly allowed. Default false.
+    pub allow_remote: bool,
+    /// Where the app's signing secret is read from.
+    pub signing_secret: SecretSource,
+    /// Where the bot token (`xoxb-...`) is read from.
+    pub bot_token: SecretSource,
+    /// The Web API's base URL. Default [`DEFAULT_SLACK_API_BASE_URL`].
+    pub api_base_url: String,
+    /// The Entra tenant of the workspace's people: the one named, else the
+    /// only tenant configured.
+    pub tenant: TenantId,
 }
 
 /// The host's own settings: `[host]`.
@@ -329,6 +371,19 @@ pub enum ConfigError {
     /// `[web] tenant` names no configured tenant, or is needed and missing.
     #[error("[web] {0}")]
     WebTenant(String),
+    /// `[slack] tenant` names no configured tenant, or is needed and missing.
+    #[error("[slack] {0}")]
+    SlackTenant(String),
+    /// A Slack secret (signing secret, bot token) cannot be had.
+    #[error("[slack] {what} from {from}: {problem}")]
+    SlackSecret {
+        /// Which secret.
+        what: &'static str,
+        /// The file or environment variable.
+        from: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// A tenant's Graph client secret cannot be had.
     #[error("tenant {tenant}: Graph client secret from {from}: {problem}")]
     GraphSecret {
@@ -359,6 +414,8 @@ struct RawConfig {
     admin: Option<RawAdmin>,
     #[serde(default)]
     web: Option<RawWeb>,
+    #[serde(default)]
+    slack: Option<RawSlack>,
     policy: RawPolicy,
     #[serde(default)]
     tenants: BTreeMap<TenantId, RawTenant>,
@@ -425,6 +482,94 @@ impl TryFrom<RawAdminFields> for RawAdmin {
             listen,
             allow_remote: raw.allow_remote,
             token_file,
+        })
+    }
+}
+
+/// `[slack]`, checked as it is deserialized so that a refusal names its line.
+#[derive(Deserialize)]
+#[serde(try_from = "RawSlackFields")]
+struct RawSlack {
+    listen: SocketAddr,
+    allow_remote: bool,
+    signing_secret: RawSecret,
+    bot_token: RawSecret,
+    api_base_url: String,
+    tenant: Option<TenantId>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlackFields {
+    #[serde(default)]
+    listen: Option<String>,
+    #[serde(default)]
+    allow_remote: bool,
+    #[serde(default)]
+    signing_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    signing_secret_env: Option<String>,
+    #[serde(default)]
+    bot_token_file: Option<PathBuf>,
+    #[serde(default)]
+    bot_token_env: Option<String>,
+    #[serde(default)]
+    api_base_url: Option<String>,
+    #[serde(default)]
+    tenant: Option<TenantId>,
+}
+
+/// Exactly one of `{name}_file` and `{name}_env`.
+fn one_secret(name: &str, file: Option<PathBuf>, env: Option<String>) -> Result<RawSecret, String> {
+    match (file, env) {
+        (Some(file), None) if !file.as_os_str().is_empty() => Ok(RawSecret::File(file)),
+        (None, Some(var)) if valid_env_name(&var) => Ok(RawSecret::Env(var)),
+        (None, Some(var)) => Err(format!(
+            "[slack] {name}_env = {var:?} is not an environment variable name"
+        )),
+        (Some(_), Some(_)) => Err(format!(
+            "[slack] sets both {name}_file and {name}_env; keep one"
+        )),
+        (Some(_), None) | (None, None) => Err(format!(
+            "[slack] needs {name}_file or {name}_env (never inline in the configuration)"
+        )),
+    }
+}
+
+impl TryFrom<RawSlackFields> for RawSlack {
+    type Error = String;
+
+    fn try_from(raw: RawSlackFields) -> Result<RawSlack, String> {
+        let listen = match raw.listen {
+            None => DEFAULT_SLACK_LISTEN,
+            Some(text) => text.parse::<SocketAddr>().map_err(|_| {
+                format!(
+                    "[slack] listen = {text:?} is not an IP address and port \
+                     (like \"127.0.0.1:7702\" or \"[::1]:7702\")"
+                )
+            })?,
+        };
+        if !listen.ip().is_loopback() && !raw.allow_remote {
+            return Err(format!(
+                "[slack] listen = \"{listen}\" is not a loopback address; it listens beyond \
+                 this machine only with allow_remote = true (put TLS in front)"
+            ));
+        }
+        let signing_secret = one_secret(
+            "signing_secret",
+            raw.signing_secret_file,
+            raw.signing_secret_env,
+        )?;
+        let bot_token = one_secret("bot_token", raw.bot_token_file, raw.bot_token_env)?;
+        let api_base_url = url(raw.api_base_url, DEFAULT_SLACK_API_BASE_URL, "api_base_url")
+            .map_err(|e| format!("[slack] {}", e.trim_start_matches("graph ")))?;
+        Ok(RawSlack {
+            listen,
+            allow_remote: raw.allow_remote,
+            signing_secret,
+            bot_token,
+            api_base_url,
+            tenant: raw.tenant,
         })
     }
 }
@@ -941,6 +1086,42 @@ impl Config {
                 })
             })
             .transpose()?;
+        let secret = |raw: RawSecret| match raw {
+            RawSecret::File(file) => SecretSource::File(base.join(file)),
+            RawSecret::Env(name) => SecretSource::Env(name),
+        };
+        let slack = raw
+            .slack
+            .map(|s| {
+                let tenant = match s.tenant {
+                    Some(tenant) if tenants.contains_key(&tenant) => tenant,
+                    Some(tenant) => {
+                        return Err(ConfigError::SlackTenant(format!(
+                            "tenant = \"{tenant}\" is not configured; add a [tenants.{tenant}] \
+                             table or name one that is"
+                        )));
+                    }
+                    None => match tenants.keys().collect::<Vec<_>>().as_slice() {
+                        [only] => (*only).clone(),
+                        _ => {
+                            return Err(ConfigError::SlackTenant(format!(
+                                "needs tenant = \"<tenant-id>\": a Slack workspace maps to one \
+                                 tenant, and {} are configured",
+                                tenants.len()
+                            )));
+                        }
+                    },
+                };
+                Ok(SlackConfig {
+                    listen: s.listen,
+                    allow_remote: s.allow_remote,
+                    signing_secret: secret(s.signing_secret),
+                    bot_token: secret(s.bot_token),
+                    api_base_url: s.api_base_url,
+                    tenant,
+                })
+            })
+            .transpose()?;
         Ok(Config {
             modules_dir: base.join(raw.policy.modules_dir),
             cache_dir: raw.policy.cache_dir.map(|d| base.join(d)),
@@ -948,6 +1129,7 @@ impl Config {
             host,
             admin,
             web,
+            slack,
         })
     }
 }
@@ -991,6 +1173,25 @@ impl AdminConfig {
         }
         warn_if_shared(path, "admin token");
         Ok(AdminToken::new(Secret::new(token)))
+    }
+}
+
+impl SlackConfig {
+    /// Reads the signing secret and the bot token.
+    pub fn read_secrets(&self) -> Result<(Secret, Secret), ConfigError> {
+        let read = |source: &SecretSource, what: &'static str| {
+            source
+                .read(what)
+                .map_err(|(from, problem)| ConfigError::SlackSecret {
+                    what,
+                    from,
+                    problem,
+                })
+        };
+        Ok((
+            read(&self.signing_secret, "signing secret")?,
+            read(&self.bot_token, "bot token")?,
+        ))
     }
 }
 
@@ -1384,6 +1585,51 @@ mod tests {
     }
 
     #[test]
+    fn slack_needs_one_source_per_secret_and_defaults_its_url_listen_and_tenant() {
+        assert!(with("").unwrap().slack.is_none(), "no table, no Slack");
+        let slack =
+            with("[slack]\nsigning_secret_file = \"s.secret\"\nbot_token_env = \"SLACK_BOT\"\n")
+                .unwrap()
+                .slack
+                .unwrap();
+        assert_eq!(slack.listen, DEFAULT_SLACK_LISTEN);
+        assert_eq!(slack.api_base_url, DEFAULT_SLACK_API_BASE_URL);
+        assert_eq!(slack.tenant, TENANT.parse().unwrap());
+        assert_eq!(
+            slack.signing_secret,
+            SecretSource::File(PathBuf::from("/etc/latchkey/s.secret"))
+        );
+        assert_eq!(slack.bot_token, SecretSource::Env("SLACK_BOT".to_owned()));
+        let (_, both) = toml_error(with(
+            "[slack]\nsigning_secret_file = \"s\"\nsigning_secret_env = \"S\"\nbot_token_env = \"B\"",
+        ));
+        assert!(both.contains("keep one"), "{both}");
+        let (_, neither) = toml_error(with("[slack]\nbot_token_env = \"B\""));
+        assert!(
+            neither.contains("signing_secret_file or signing_secret_env"),
+            "{neither}"
+        );
+        let (_, inline) = toml_error(with(
+            "[slack]\nsigning_secret_env = \"S\"\nbot_token = \"xoxb-1\"",
+        ));
+        assert!(inline.contains("unknown field"), "{inline}");
+        let (_, remote) = toml_error(with(
+            "[slack]\nsigning_secret_env = \"S\"\nbot_token_env = \"B\"\nlisten = \"0.0.0.0:7702\"",
+        ));
+        assert!(remote.contains("allow_remote"), "{remote}");
+        let (_, url) = toml_error(with(
+            "[slack]\nsigning_secret_env = \"S\"\nbot_token_env = \"B\"\napi_base_url = \"ftp://x\"",
+        ));
+        assert!(url.starts_with("[slack] api_base_url"), "{url}");
+        let other = "11111111-2222-3333-4444-555555555555";
+        let unknown = with(&format!(
+            "[slack]\nsigning_secret_env = \"S\"\nbot_token_env = \"B\"\ntenant = \"{other}\""
+        ))
+        .unwrap_err();
+        assert!(matches!(unknown, ConfigError::SlackTenant(_)), "{unknown}");
+    }
+
+    #[test]
     fn the_web_chat_defaults_to_loopback_and_the_only_tenant() {
         assert!(with("").unwrap().web.is_none(), "no table, no web chat");
         let web = with(&format!("{}[web]\n", sign_in())).unwrap().web.unwrap();
@@ -1693,6 +1939,8 @@ mod tests {
         for default in [
             "7720",
             "7700",
+            "7702",
+            DEFAULT_SLACK_API_BASE_URL,
             DEFAULT_DATABASE,
             graph::DEFAULT_AUTHORITY,
             graph::DEFAULT_GRAPH_BASE_URL,

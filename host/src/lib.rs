@@ -46,6 +46,7 @@ pub mod resolution;
 pub mod service;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod slack;
 pub mod tenant;
 pub mod verification;
 pub mod web;

@@ -15,5 +15,6 @@ mod resolution;
 mod sim_graph;
 mod sim_identity;
 mod sim_methods;
+mod slack;
 mod verification;
 mod web;
