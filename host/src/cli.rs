@@ -826,10 +826,13 @@ fn serve(config_path: &Path, check: bool) -> Result<u8, CliError> {
             }
             None => println!("admin API off (no [admin] table)"),
         }
-        let web = match Config::load(config_path)
-            .map_err(|e| CliError::new(format!("{}: {e}", config_path.display())))?
-            .web
-        {
+        let channels = Config::load(config_path)
+            .map_err(|e| CliError::new(format!("{}: {e}", config_path.display())))?;
+        // One conversation engine behind every channel: a step-up that
+        // comes back to the web chat's /callback continues a Slack or Teams
+        // conversation, and a manager answers wherever they are.
+        let engine = Arc::new(crate::conversation::Engine::standard(&service));
+        let web = match channels.web {
             Some(web) => {
                 let bound = tokio::net::TcpListener::bind(web.listen)
                     .await
@@ -846,7 +849,7 @@ fn serve(config_path: &Path, check: bool) -> Result<u8, CliError> {
                     "web chat listening on http://{addr}/ (tenant {})",
                     web.tenant
                 );
-                let chat = crate::web::WebChat::for_service(&service, web.tenant);
+                let chat = crate::web::WebChat::new(Arc::clone(&engine), web.tenant);
                 Some((Arc::new(chat), bound))
             }
             None => {
@@ -854,10 +857,7 @@ fn serve(config_path: &Path, check: bool) -> Result<u8, CliError> {
                 None
             }
         };
-        let slack = match Config::load(config_path)
-            .map_err(|e| CliError::new(format!("{}: {e}", config_path.display())))?
-            .slack
-        {
+        let slack = match channels.slack {
             Some(slack) => {
                 let settings = crate::slack::SlackSettings::from_config(&slack)
                     .map_err(|e| CliError::new(e.to_string()))?;
@@ -873,15 +873,37 @@ fn serve(config_path: &Path, check: bool) -> Result<u8, CliError> {
                     "Slack listening on http://{addr}/slack/events (tenant {})",
                     slack.tenant
                 );
-                let shared = web
-                    .as_ref()
-                    .filter(|(chat, _)| chat.tenant() == &slack.tenant)
-                    .map(|(chat, _)| Arc::clone(chat.engine()));
-                let channel = crate::slack::Slack::for_service(&service, shared, settings);
+                let channel =
+                    crate::slack::Slack::new(Arc::clone(&engine), Arc::clone(&service), settings);
                 Some((Arc::new(channel), bound))
             }
             None => {
                 println!("Slack off (no [slack] table)");
+                None
+            }
+        };
+        let teams = match channels.teams {
+            Some(teams) => {
+                let settings = crate::teams::TeamsSettings::from_config(&teams)
+                    .map_err(|e| CliError::new(e.to_string()))?;
+                let bound = tokio::net::TcpListener::bind(teams.listen)
+                    .await
+                    .map_err(|e| {
+                        CliError::new(format!("cannot listen on {} for Teams: {e}", teams.listen))
+                    })?;
+                let addr = bound
+                    .local_addr()
+                    .map_err(|e| CliError::new(e.to_string()))?;
+                println!(
+                    "Teams listening on http://{addr}/api/messages (bot {})",
+                    teams.app_id
+                );
+                let channel = crate::teams::Teams::new(Arc::clone(&engine), &service, settings)
+                    .map_err(|e| CliError::new(format!("[teams] {e}")))?;
+                Some((Arc::new(channel), bound))
+            }
+            None => {
+                println!("Teams off (no [teams] table)");
                 None
             }
         };
@@ -908,8 +930,15 @@ fn serve(config_path: &Path, check: bool) -> Result<u8, CliError> {
                 None => Ok(()),
             }
         };
-        let (admin, chat, slack) = tokio::join!(admin, chat, slack);
+        let teams = async {
+            match teams {
+                Some((teams, bound)) => teams.serve(bound, until(stopped.clone())).await,
+                None => Ok(()),
+            }
+        };
+        let (admin, chat, slack, teams) = tokio::join!(admin, chat, slack, teams);
         slack.map_err(|e| CliError::new(format!("the Slack channel stopped: {e}")))?;
+        teams.map_err(|e| CliError::new(format!("the Teams channel stopped: {e}")))?;
         admin.map_err(|e| CliError::new(e.to_string()))?;
         chat.map_err(|e| CliError::new(format!("the web chat stopped: {e}")))?;
         service.close().await;

@@ -60,6 +60,33 @@
 //! # an https URL.
 //! listen = "127.0.0.1:7702"
 //!
+//! # The Microsoft Teams channel (`crate::teams`), a Bot Framework bot.
+//! # Without this table `latchkey serve` serves no Teams route. It serves
+//! # every configured tenant: an activity's tenant must be one of them.
+//! [teams]
+//! # The bot's Microsoft App ID (its Entra app registration). Required.
+//! app_id = "00000000-0000-0000-0000-000000000000"
+//! # The app's client secret: a file (relative to this file) or an
+//! # environment variable, exactly one. Never inline.
+//! app_secret_file = "teams-app.secret"          # or app_secret_env
+//! # The tenant the bot's app registration lives in (a single-tenant bot),
+//! # for its client-credentials token. Default: the only tenant, when exactly
+//! # one is configured. "botframework.com" for a legacy multi-tenant bot.
+//! app_tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+//! # Where tokens come from. Default: "https://login.microsoftonline.com".
+//! authority = "https://login.microsoftonline.com"
+//! # Bot Framework's OpenID metadata, naming the keys inbound tokens are
+//! # checked against. Default: the URL in crate::teams::token.
+//! openid_metadata_url = "https://login.botframework.com/v1/.well-known/openidconfiguration"
+//! # The hosts a serviceUrl may name (each also matches its subdomains);
+//! # replies and the bot's token go nowhere else. Default: Microsoft's own
+//! # list (DEFAULT_TEAMS_SERVICE_HOSTS). http is allowed to loopback only.
+//! service_url_hosts = ["smba.trafficmanager.net", "botframework.com"]
+//! # Where POST /api/messages is served. Default: "127.0.0.1:3978"; an
+//! # address other than loopback is refused unless allow_remote = true
+//! # (default false): put TLS in front, the connector calls an https URL.
+//! listen = "127.0.0.1:3978"
+//!
 //! [policy]
 //! # Module, signature and publisher key files are named relative to this
 //! # directory and reached only through it.
@@ -154,6 +181,19 @@ pub const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr
 pub const DEFAULT_SLACK_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7702);
 /// Default [`SlackConfig::api_base_url`]: Slack's Web API.
 pub const DEFAULT_SLACK_API_BASE_URL: &str = "https://slack.com/api";
+/// Default [`TeamsConfig::listen`]: `127.0.0.1:3978` (Bot Framework's
+/// customary port), loopback only.
+pub const DEFAULT_TEAMS_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 3978);
+/// Default [`TeamsConfig::authority`].
+pub const DEFAULT_TEAMS_AUTHORITY: &str = "https://login.microsoftonline.com";
+/// Default [`TeamsConfig::service_url_hosts`]: the hosts Microsoft's own
+/// Agents SDK lets a bot send its token to.
+pub const DEFAULT_TEAMS_SERVICE_HOSTS: &[&str] = &[
+    "botframework.com",
+    "smba.trafficmanager.net",
+    "teams.microsoft.com",
+    "teams.microsoft.us",
+];
 /// Default [`WebConfig::listen`]: `127.0.0.1:7700`, loopback only.
 pub const DEFAULT_WEB_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7700);
 /// The shortest admin token accepted, in characters: 32 random hex digits
@@ -189,6 +229,33 @@ pub struct Config {
     pub web: Option<WebConfig>,
     /// The Slack channel (`[slack]`); `None` turns it off.
     pub slack: Option<SlackConfig>,
+    /// The Teams channel (`[teams]`); `None` turns it off.
+    pub teams: Option<TeamsConfig>,
+}
+
+/// The Teams channel's settings: `[teams]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TeamsConfig {
+    /// Where `/api/messages` is served. Default [`DEFAULT_TEAMS_LISTEN`];
+    /// anything but a loopback address requires `allow_remote = true`.
+    pub listen: SocketAddr,
+    /// Whether a non-loopback `listen` was explicitly allowed. Default false.
+    pub allow_remote: bool,
+    /// The bot's Microsoft App ID. Required.
+    pub app_id: String,
+    /// Where the app's client secret is read from. Required.
+    pub app_secret: SecretSource,
+    /// The tenant of the bot's app registration (a GUID, or
+    /// `botframework.com`): the one named, else the only tenant configured.
+    pub app_tenant: String,
+    /// The token authority. Default [`DEFAULT_TEAMS_AUTHORITY`].
+    pub authority: String,
+    /// Bot Framework's OpenID metadata URL. Default
+    /// [`crate::teams::token::DEFAULT_OPENID_METADATA_URL`].
+    pub openid_metadata_url: String,
+    /// The hosts a `serviceUrl` may name. Default
+    /// [`DEFAULT_TEAMS_SERVICE_HOSTS`].
+    pub service_url_hosts: Vec<String>,
 }
 
 /// The Slack channel's settings: `[slack]`.
@@ -371,12 +438,18 @@ pub enum ConfigError {
     /// `[web] tenant` names no configured tenant, or is needed and missing.
     #[error("[web] {0}")]
     WebTenant(String),
+    /// `[teams] app_tenant` is needed and missing.
+    #[error("[teams] {0}")]
+    TeamsTenant(String),
     /// `[slack] tenant` names no configured tenant, or is needed and missing.
     #[error("[slack] {0}")]
     SlackTenant(String),
-    /// A Slack secret (signing secret, bot token) cannot be had.
-    #[error("[slack] {what} from {from}: {problem}")]
-    SlackSecret {
+    /// A chat channel's secret (Slack's signing secret or bot token,
+    /// Teams' app secret) cannot be had.
+    #[error("[{table}] {what} from {from}: {problem}")]
+    ChannelSecret {
+        /// The table: `slack` or `teams`.
+        table: &'static str,
         /// Which secret.
         what: &'static str,
         /// The file or environment variable.
@@ -416,6 +489,8 @@ struct RawConfig {
     web: Option<RawWeb>,
     #[serde(default)]
     slack: Option<RawSlack>,
+    #[serde(default)]
+    teams: Option<RawTeams>,
     policy: RawPolicy,
     #[serde(default)]
     tenants: BTreeMap<TenantId, RawTenant>,
@@ -457,22 +532,13 @@ impl TryFrom<RawAdminFields> for RawAdmin {
     type Error = String;
 
     fn try_from(raw: RawAdminFields) -> Result<RawAdmin, String> {
-        let listen = match raw.listen {
-            None => DEFAULT_ADMIN_LISTEN,
-            Some(text) => text.parse::<SocketAddr>().map_err(|_| {
-                format!(
-                    "[admin] listen = {text:?} is not an IP address and port \
-                     (like \"127.0.0.1:7720\" or \"[::1]:7720\")"
-                )
-            })?,
-        };
-        if !listen.ip().is_loopback() && !raw.allow_remote {
-            return Err(format!(
-                "[admin] listen = \"{listen}\" is not a loopback address; the admin API \
-                 can reload policy modules, so it listens beyond this machine only with \
-                 allow_remote = true (put it behind TLS)"
-            ));
-        }
+        let listen = parse_listen(
+            "admin",
+            raw.listen,
+            DEFAULT_ADMIN_LISTEN,
+            raw.allow_remote,
+            "the admin API can reload policy modules, so it",
+        )?;
         let token_file = raw.token_file.ok_or_else(|| {
             "[admin] needs token_file, a file holding the bearer token \
              (create one with `openssl rand -hex 32 > admin.token`)"
@@ -519,19 +585,53 @@ struct RawSlackFields {
     tenant: Option<TenantId>,
 }
 
-/// Exactly one of `{name}_file` and `{name}_env`.
-fn one_secret(name: &str, file: Option<PathBuf>, env: Option<String>) -> Result<RawSecret, String> {
+/// A table's `listen`: `default` when absent; an address other than
+/// loopback only with `allow_remote` (`who` says what would listen, for the
+/// refusal: "it", "the admin API ..., so it").
+fn parse_listen(
+    table: &str,
+    text: Option<String>,
+    default: SocketAddr,
+    allow_remote: bool,
+    who: &str,
+) -> Result<SocketAddr, String> {
+    let listen = match text {
+        None => default,
+        Some(text) => text.parse::<SocketAddr>().map_err(|_| {
+            let port = default.port();
+            format!(
+                "[{table}] listen = {text:?} is not an IP address and port \
+                 (like \"127.0.0.1:{port}\" or \"[::1]:{port}\")"
+            )
+        })?,
+    };
+    if !listen.ip().is_loopback() && !allow_remote {
+        return Err(format!(
+            "[{table}] listen = \"{listen}\" is not a loopback address; {who} listens \
+             beyond this machine only with allow_remote = true (put it behind TLS)"
+        ));
+    }
+    Ok(listen)
+}
+
+/// Exactly one of `{name}_file` and `{name}_env` in `[table]`.
+fn one_secret(
+    table: &str,
+    name: &str,
+    file: Option<PathBuf>,
+    env: Option<String>,
+) -> Result<RawSecret, String> {
     match (file, env) {
         (Some(file), None) if !file.as_os_str().is_empty() => Ok(RawSecret::File(file)),
         (None, Some(var)) if valid_env_name(&var) => Ok(RawSecret::Env(var)),
         (None, Some(var)) => Err(format!(
-            "[slack] {name}_env = {var:?} is not an environment variable name"
+            "[{table}] {name}_env = {var:?} is not an environment variable name"
         )),
         (Some(_), Some(_)) => Err(format!(
-            "[slack] sets both {name}_file and {name}_env; keep one"
+            "[{table}] sets both {name}_file and {name}_env; keep one"
         )),
         (Some(_), None) | (None, None) => Err(format!(
-            "[slack] needs {name}_file or {name}_env (never inline in the configuration)"
+            "[{table}] needs {name}_file or {name}_env (never inline in the configuration)"
         )),
     }
 }
@@ -540,27 +640,20 @@ impl TryFrom<RawSlackFields> for RawSlack {
     type Error = String;
 
     fn try_from(raw: RawSlackFields) -> Result<RawSlack, String> {
-        let listen = match raw.listen {
-            None => DEFAULT_SLACK_LISTEN,
-            Some(text) => text.parse::<SocketAddr>().map_err(|_| {
-                format!(
-                    "[slack] listen = {text:?} is not an IP address and port \
-                     (like \"127.0.0.1:7702\" or \"[::1]:7702\")"
-                )
-            })?,
-        };
-        if !listen.ip().is_loopback() && !raw.allow_remote {
-            return Err(format!(
-                "[slack] listen = \"{listen}\" is not a loopback address; it listens beyond \
-                 this machine only with allow_remote = true (put TLS in front)"
-            ));
-        }
+        let listen = parse_listen(
+            "slack",
+            raw.listen,
+            DEFAULT_SLACK_LISTEN,
+            raw.allow_remote,
+            "it",
+        )?;
         let signing_secret = one_secret(
+            "slack",
             "signing_secret",
             raw.signing_secret_file,
             raw.signing_secret_env,
         )?;
-        let bot_token = one_secret("bot_token", raw.bot_token_file, raw.bot_token_env)?;
+        let bot_token = one_secret("slack", "bot_token", raw.bot_token_file, raw.bot_token_env)?;
         let api_base_url = url(raw.api_base_url, DEFAULT_SLACK_API_BASE_URL, "api_base_url")
             .map_err(|e| format!("[slack] {}", e.trim_start_matches("graph ")))?;
         Ok(RawSlack {
@@ -570,6 +663,124 @@ impl TryFrom<RawSlackFields> for RawSlack {
             bot_token,
             api_base_url,
             tenant: raw.tenant,
+        })
+    }
+}
+
+/// `[teams]`, checked as it is deserialized so that a refusal names its line.
+#[derive(Deserialize)]
+#[serde(try_from = "RawTeamsFields")]
+struct RawTeams {
+    listen: SocketAddr,
+    allow_remote: bool,
+    app_id: String,
+    app_secret: RawSecret,
+    app_tenant: Option<String>,
+    authority: String,
+    openid_metadata_url: String,
+    service_url_hosts: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTeamsFields {
+    #[serde(default)]
+    listen: Option<String>,
+    #[serde(default)]
+    allow_remote: bool,
+    #[serde(default)]
+    app_id: Option<String>,
+    #[serde(default)]
+    app_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    app_secret_env: Option<String>,
+    #[serde(default)]
+    app_tenant: Option<String>,
+    #[serde(default)]
+    authority: Option<String>,
+    #[serde(default)]
+    openid_metadata_url: Option<String>,
+    #[serde(default)]
+    service_url_hosts: Option<Vec<String>>,
+}
+
+impl TryFrom<RawTeamsFields> for RawTeams {
+    type Error = String;
+
+    fn try_from(raw: RawTeamsFields) -> Result<RawTeams, String> {
+        let listen = parse_listen(
+            "teams",
+            raw.listen,
+            DEFAULT_TEAMS_LISTEN,
+            raw.allow_remote,
+            "it",
+        )?;
+        let app_id = raw
+            .app_id
+            .map(|id| id.trim().to_owned())
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| {
+                "[teams] needs app_id, the bot's Microsoft App ID (its app registration)".to_owned()
+            })?;
+        let app_secret = one_secret(
+            "teams",
+            "app_secret",
+            raw.app_secret_file,
+            raw.app_secret_env,
+        )?;
+        if let Some(tenant) = &raw.app_tenant
+            && tenant != "botframework.com"
+            && tenant.parse::<TenantId>().is_err()
+        {
+            return Err(format!(
+                "[teams] app_tenant = {tenant:?} is neither a tenant GUID nor \"botframework.com\""
+            ));
+        }
+        let http_url = |value: Option<String>, default: &str, field: &str| {
+            url(value, default, field)
+                .map_err(|e| format!("[teams] {}", e.trim_start_matches("graph ")))
+        };
+        let authority = http_url(raw.authority, DEFAULT_TEAMS_AUTHORITY, "authority")?;
+        let openid_metadata_url = http_url(
+            raw.openid_metadata_url,
+            crate::teams::token::DEFAULT_OPENID_METADATA_URL,
+            "openid_metadata_url",
+        )?;
+        let service_url_hosts = match raw.service_url_hosts {
+            None => DEFAULT_TEAMS_SERVICE_HOSTS
+                .iter()
+                .map(|h| (*h).to_owned())
+                .collect(),
+            Some(hosts) => {
+                if hosts.is_empty() {
+                    return Err(
+                        "[teams] service_url_hosts is empty; the bot could answer nobody"
+                            .to_owned(),
+                    );
+                }
+                for host in &hosts {
+                    let ok = !host.is_empty()
+                        && host.chars().all(|c| {
+                            c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']')
+                        });
+                    if !ok {
+                        return Err(format!(
+                            "[teams] service_url_hosts: {host:?} is not a host name (like \"smba.trafficmanager.net\")"
+                        ));
+                    }
+                }
+                hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect()
+            }
+        };
+        Ok(RawTeams {
+            listen,
+            allow_remote: raw.allow_remote,
+            app_id,
+            app_secret,
+            app_tenant: raw.app_tenant,
+            authority,
+            openid_metadata_url,
+            service_url_hosts,
         })
     }
 }
@@ -598,22 +809,13 @@ impl TryFrom<RawWebFields> for RawWeb {
     type Error = String;
 
     fn try_from(raw: RawWebFields) -> Result<RawWeb, String> {
-        let listen = match raw.listen {
-            None => DEFAULT_WEB_LISTEN,
-            Some(text) => text.parse::<SocketAddr>().map_err(|_| {
-                format!(
-                    "[web] listen = {text:?} is not an IP address and port \
-                     (like \"127.0.0.1:7700\" or \"[::1]:7700\")"
-                )
-            })?,
-        };
-        if !listen.ip().is_loopback() && !raw.allow_remote {
-            return Err(format!(
-                "[web] listen = \"{listen}\" is not a loopback address; the web chat is a \
-                 demo channel over plain HTTP, so it listens beyond this machine only with \
-                 allow_remote = true (put it behind TLS)"
-            ));
-        }
+        let listen = parse_listen(
+            "web",
+            raw.listen,
+            DEFAULT_WEB_LISTEN,
+            raw.allow_remote,
+            "the web chat is a demo channel over plain HTTP, so it",
+        )?;
         Ok(RawWeb {
             listen,
             allow_remote: raw.allow_remote,
@@ -1122,6 +1324,34 @@ impl Config {
                 })
             })
             .transpose()?;
+        let teams = raw
+            .teams
+            .map(|t| {
+                let app_tenant = match t.app_tenant {
+                    Some(tenant) => tenant,
+                    None => match tenants.keys().collect::<Vec<_>>().as_slice() {
+                        [only] => only.as_str().to_owned(),
+                        _ => {
+                            return Err(ConfigError::TeamsTenant(format!(
+                                "needs app_tenant = \"<tenant-id>\", the tenant of the bot's \
+                                 app registration, as {} tenants are configured",
+                                tenants.len()
+                            )));
+                        }
+                    },
+                };
+                Ok(TeamsConfig {
+                    listen: t.listen,
+                    allow_remote: t.allow_remote,
+                    app_id: t.app_id,
+                    app_secret: secret(t.app_secret),
+                    app_tenant,
+                    authority: t.authority,
+                    openid_metadata_url: t.openid_metadata_url,
+                    service_url_hosts: t.service_url_hosts,
+                })
+            })
+            .transpose()?;
         Ok(Config {
             modules_dir: base.join(raw.policy.modules_dir),
             cache_dir: raw.policy.cache_dir.map(|d| base.join(d)),
@@ -1130,6 +1360,7 @@ impl Config {
             admin,
             web,
             slack,
+            teams,
         })
     }
 }
@@ -1182,7 +1413,8 @@ impl SlackConfig {
         let read = |source: &SecretSource, what: &'static str| {
             source
                 .read(what)
-                .map_err(|(from, problem)| ConfigError::SlackSecret {
+                .map_err(|(from, problem)| ConfigError::ChannelSecret {
+                    table: "slack",
                     what,
                     from,
                     problem,
@@ -1192,6 +1424,20 @@ impl SlackConfig {
             read(&self.signing_secret, "signing secret")?,
             read(&self.bot_token, "bot token")?,
         ))
+    }
+}
+
+impl TeamsConfig {
+    /// Reads the app's client secret.
+    pub fn read_secret(&self) -> Result<Secret, ConfigError> {
+        self.app_secret
+            .read("app secret")
+            .map_err(|(from, problem)| ConfigError::ChannelSecret {
+                table: "teams",
+                what: "app secret",
+                from,
+                problem,
+            })
     }
 }
 
@@ -1627,6 +1873,56 @@ mod tests {
         ))
         .unwrap_err();
         assert!(matches!(unknown, ConfigError::SlackTenant(_)), "{unknown}");
+    }
+
+    #[test]
+    fn teams_needs_an_app_id_and_one_secret_source_and_defaults_the_rest() {
+        assert!(with("").unwrap().teams.is_none(), "no table, no Teams");
+        let teams = with("[teams]\napp_id = \"bot-1\"\napp_secret_file = \"t.secret\"\n")
+            .unwrap()
+            .teams
+            .unwrap();
+        assert_eq!(teams.listen, DEFAULT_TEAMS_LISTEN);
+        assert_eq!(teams.app_tenant, TENANT);
+        assert_eq!(teams.authority, DEFAULT_TEAMS_AUTHORITY);
+        assert_eq!(
+            teams.openid_metadata_url,
+            crate::teams::token::DEFAULT_OPENID_METADATA_URL
+        );
+        assert_eq!(teams.service_url_hosts, DEFAULT_TEAMS_SERVICE_HOSTS);
+        assert_eq!(
+            teams.app_secret,
+            SecretSource::File(PathBuf::from("/etc/latchkey/t.secret"))
+        );
+        let refused = |extra: &str| toml_error(with(&format!("[teams]\n{extra}"))).1;
+        assert!(refused("app_secret_env = \"S\"").contains("needs app_id"));
+        assert!(refused("app_id = \"b\"").contains("app_secret_file or app_secret_env"));
+        assert!(refused("app_id = \"b\"\napp_secret = \"x\"").contains("unknown field"));
+        assert!(
+            refused("app_id = \"b\"\napp_secret_env = \"S\"\nlisten = \"0.0.0.0:3978\"")
+                .contains("allow_remote")
+        );
+        assert!(
+            refused("app_id = \"b\"\napp_secret_env = \"S\"\napp_tenant = \"contoso\"")
+                .contains("app_tenant")
+        );
+        assert!(
+            refused("app_id = \"b\"\napp_secret_env = \"S\"\nservice_url_hosts = []")
+                .contains("empty")
+        );
+        assert!(
+            refused("app_id = \"b\"\napp_secret_env = \"S\"\nservice_url_hosts = [\"a/b\"]")
+                .contains("not a host name")
+        );
+        let legacy = with(
+            "[teams]\napp_id = \"b\"\napp_secret_env = \"S\"\napp_tenant = \"botframework.com\"\n\
+             service_url_hosts = [\"LocalHost\"]",
+        )
+        .unwrap()
+        .teams
+        .unwrap();
+        assert_eq!(legacy.app_tenant, "botframework.com");
+        assert_eq!(legacy.service_url_hosts, ["localhost"]);
     }
 
     #[test]

@@ -92,6 +92,7 @@ use crate::verification::{Completed, VerificationError, Verifier};
 
 pub use intents::{Intent, IntentReader, KeywordIntents, MAX_ACCOUNT_CHARS};
 pub use screening::Flag;
+pub use store::Appended;
 
 use state::{Case, CodeOffer, ManagerOffer, Offers, State, StepUpOffer, Waiting};
 use store::{Conversation, Flow, Store};
@@ -396,6 +397,18 @@ impl Engine {
         }
     }
 
+    /// The engine `latchkey serve` runs: over `service`, verifying with a
+    /// [`Verifier`] on its audit log, reading intents with
+    /// [`KeywordIntents`], default settings. Every channel shares it.
+    pub fn standard(service: &Arc<Service>) -> Engine {
+        Engine::new(
+            Arc::clone(service),
+            Arc::new(Verifier::new(service.audit())),
+            Box::new(KeywordIntents),
+            EngineSettings::default(),
+        )
+    }
+
     /// The same engine reading the time from `clock` (Unix seconds), for
     /// tests of timeouts and expiry. The decisions' clock too: the policy
     /// sees this time.
@@ -407,6 +420,15 @@ impl Engine {
     /// The settings in use.
     pub fn settings(&self) -> &EngineSettings {
         &self.settings
+    }
+
+    /// Announcements of every event appended to any conversation from now
+    /// on: how a channel learns of events it did not cause (an approval
+    /// request for a manager, a step-up completed in a browser, an answer
+    /// from someone else). A receiver that falls behind gets
+    /// `RecvError::Lagged` and should read every conversation it serves.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Appended> {
+        self.store.subscribe()
     }
 
     /// A user's message. Returns the events it produced in the speaker's

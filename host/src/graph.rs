@@ -131,6 +131,59 @@ impl GraphConfig {
     }
 }
 
+/// App-only tokens (OAuth 2.0 client credentials) for a resource other
+/// than Graph, such as the Bot Connector, cached and retried exactly as
+/// Graph's are.
+pub(crate) struct ClientCredentials {
+    tokens: Tokens,
+    settings: Settings,
+}
+
+impl ClientCredentials {
+    /// Tokens for `scope` from the token endpoint of `tenant` at
+    /// `authority`, as `client_id` with `secret`, with the default timing.
+    pub(crate) fn new(
+        authority: &str,
+        tenant: &str,
+        client_id: &str,
+        secret: Secret,
+        scope: &str,
+    ) -> Result<ClientCredentials, GraphError> {
+        let authority = base_url("authority", authority)?;
+        let token_url = format!(
+            "{}/{}/oauth2/v2.0/token",
+            authority.as_str().trim_end_matches('/'),
+            encode_path_segment(tenant)
+        );
+        let token_url = Url::parse(&token_url)
+            .map_err(|e| GraphError::Config(format!("token endpoint {token_url:?}: {e}")))?;
+        Ok(ClientCredentials {
+            tokens: Tokens::new(token_url, client_id.to_owned(), secret, scope.to_owned()),
+            settings: Settings {
+                timeout: DEFAULT_TIMEOUT,
+                max_retries: DEFAULT_MAX_RETRIES,
+                max_retry_wait: DEFAULT_MAX_RETRY_WAIT,
+                retry_base_wait: DEFAULT_RETRY_BASE_WAIT,
+            },
+        })
+    }
+
+    /// A token: the cached one while fresh, else a new one.
+    pub(crate) async fn get(&self, http: &reqwest::Client) -> Result<Secret, GraphError> {
+        self.tokens.get(http, &self.settings).await
+    }
+
+    /// Forgets `used` after the resource refused it.
+    pub(crate) async fn invalidate(&self, used: &Secret) {
+        self.tokens.invalidate(used).await;
+    }
+
+    /// The per-attempt timeout.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.settings.timeout
+    }
+}
+
 /// The timing settings every attempt needs.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Settings {

@@ -39,7 +39,9 @@ pub mod executor;
 pub mod graph;
 pub mod ids;
 pub mod investigator;
+pub mod jwks;
 pub mod keys;
+pub mod outbox;
 pub mod policy;
 pub mod receipt;
 pub mod resolution;
@@ -47,6 +49,7 @@ pub mod service;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod slack;
+pub mod teams;
 pub mod tenant;
 pub mod verification;
 pub mod web;

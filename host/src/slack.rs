@@ -42,10 +42,10 @@
 //! replicas behind one URL would need a shared store.
 //!
 //! Events that happen later (after an MFA step-up completes in the browser,
-//! or an approval answered by someone else) are found by polling each
-//! active conversation every [`POLL_EVERY`] and posted to the person's direct
-//! message. An approval request for a manager is delivered to the manager
-//! once the manager has written to Latchkey on Slack.
+//! or an approval answered by someone else) are posted to the person's
+//! direct message as the engine announces them ([`crate::outbox`]). An
+//! approval request for a manager is delivered to the manager once the
+//! manager has written to Latchkey on Slack.
 //!
 //! The MFA step-up link comes back to the tenant's `sign_in` redirect URI,
 //! the web chat's `/callback`: `latchkey serve` shares one engine between
@@ -68,14 +68,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::Mutex as AsyncMutex;
 
 use crate::config::{ConfigError, SlackConfig};
-use crate::conversation::{Engine, EngineSettings, EventKind, KeywordIntents, Speaker};
-use crate::ids::UserId;
+use crate::conversation::{Engine, Event, EventKind, Speaker};
+use crate::outbox::{Outbox, Transport};
 use crate::service::Service;
 use crate::tenant::TenantId;
-use crate::verification::Verifier;
 
 pub use api::{SlackApi, SlackApiError, SlackUser};
 pub use identity::IdentityError;
@@ -90,10 +88,6 @@ pub const IDENTITY_TTL: Duration = Duration::from_secs(300);
 pub const SEEN_TTL: Duration = Duration::from_secs(3600);
 /// How many `event_id`s are remembered at most; the oldest go first.
 pub const SEEN_CAPACITY: usize = 10_000;
-/// How often active conversations are checked for events to post.
-pub const POLL_EVERY: Duration = Duration::from_secs(1);
-/// How long a conversation stays active (polled) after its last message.
-pub const ACTIVE_FOR: Duration = Duration::from_secs(3600);
 /// What a message in a channel gets, in the channel.
 pub const MOVED_TO_DM: &str = "I'll continue in a direct message.";
 
@@ -132,27 +126,22 @@ impl std::fmt::Debug for SlackSettings {
     }
 }
 
-/// One person talking to Latchkey on Slack.
-struct Person {
-    slack_user: String,
-    speaker: Speaker,
-    /// Their direct message channel, once known.
-    dm: Option<String>,
-    /// The last event posted to them.
-    delivered: u64,
-    last_active: Instant,
-}
-
 /// The Slack channel. Share it as `Arc<Slack>`.
 pub struct Slack {
-    engine: Arc<Engine>,
+    outbox: Arc<Outbox<SlackSender>>,
     service: Arc<Service>,
     tenant: TenantId,
     verifier: SignatureVerifier,
     api: SlackApi,
     seen: StdMutex<HashMap<String, Instant>>,
     identities: StdMutex<HashMap<String, (Instant, Speaker)>>,
-    people: StdMutex<HashMap<UserId, Arc<AsyncMutex<Person>>>>,
+}
+
+/// Posts engine events to Slack direct messages (addresses are DM channel
+/// ids).
+#[derive(Debug)]
+struct SlackSender {
+    api: SlackApi,
 }
 
 impl std::fmt::Debug for Slack {
@@ -167,37 +156,21 @@ impl std::fmt::Debug for Slack {
 impl Slack {
     /// The Slack channel over `engine` (and `service`, for the tenant's
     /// Graph client), with `settings`.
+    ///
+    /// `latchkey serve` gives every channel the same engine, so that MFA
+    /// step-ups coming back to the web chat's `/callback` continue Slack
+    /// conversations.
     pub fn new(engine: Arc<Engine>, service: Arc<Service>, settings: SlackSettings) -> Slack {
+        let api = SlackApi::new(&settings.api_base_url, &settings.bot_token);
         Slack {
-            engine,
+            outbox: Arc::new(Outbox::new(engine, SlackSender { api: api.clone() })),
             service,
             verifier: SignatureVerifier::new(&settings.signing_secret),
-            api: SlackApi::new(&settings.api_base_url, &settings.bot_token),
+            api,
             tenant: settings.tenant,
             seen: StdMutex::new(HashMap::new()),
             identities: StdMutex::new(HashMap::new()),
-            people: StdMutex::new(HashMap::new()),
         }
-    }
-
-    /// The Slack channel over `service`, on `shared` (the web chat's
-    /// engine, so that MFA step-ups coming back to the web chat's
-    /// `/callback` continue Slack conversations) or else an engine of its
-    /// own with the default intent reader and settings.
-    pub fn for_service(
-        service: &Arc<Service>,
-        shared: Option<Arc<Engine>>,
-        settings: SlackSettings,
-    ) -> Slack {
-        let engine = shared.unwrap_or_else(|| {
-            Arc::new(Engine::new(
-                Arc::clone(service),
-                Arc::new(Verifier::new(service.audit())),
-                Box::new(KeywordIntents),
-                EngineSettings::default(),
-            ))
-        });
-        Slack::new(engine, Arc::clone(service), settings)
     }
 
     /// The tenant it serves.
@@ -206,29 +179,24 @@ impl Slack {
     }
 
     /// Serves [`app`] on `listener` until `shutdown` completes, posting
-    /// later events every [`POLL_EVERY`] meanwhile.
+    /// later events meanwhile ([`Outbox::run`]).
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let poller = tokio::spawn(Arc::clone(&self).poll());
+        let poster = tokio::spawn(Arc::clone(&self.outbox).run());
         let served = axum::serve(listener, app(self))
             .with_graceful_shutdown(shutdown)
             .await;
-        poller.abort();
+        poster.abort();
         served
     }
 
-    /// Posts new events of every active conversation, every [`POLL_EVERY`],
-    /// forever (abort the task to stop it).
+    /// Posts later events ([`Outbox::run`]), forever (abort the task to
+    /// stop it): for tests that serve [`app`] on their own listener.
     pub async fn poll(self: Arc<Self>) {
-        let mut every = tokio::time::interval(POLL_EVERY);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            every.tick().await;
-            self.deliver_all().await;
-        }
+        Arc::clone(&self.outbox).run().await;
     }
 
     /// Records `event_id`; false when it was already seen (a retry).
@@ -275,124 +243,122 @@ impl Slack {
         Ok(speaker)
     }
 
-    /// The person's state, created (events so far counted as delivered)
-    /// the first time, with their direct message channel: `dm` when the
-    /// request came from it, else `conversations.open`.
-    async fn person(
+    /// Registers the person with their direct message channel: `dm` when
+    /// the request came from it, else the one known, else
+    /// `conversations.open`.
+    async fn join(
         &self,
         slack_user: &str,
         speaker: &Speaker,
         dm: Option<&str>,
-    ) -> Result<Arc<AsyncMutex<Person>>, String> {
-        let existing = self
-            .people
-            .lock()
-            .ok()
-            .and_then(|p| p.get(&speaker.user).cloned());
-        let person = match existing {
-            Some(p) => p,
-            None => {
-                let mut delivered = 0;
-                loop {
-                    let more = self
-                        .engine
-                        .events(speaker, delivered)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    match more.last() {
-                        Some(last) => delivered = last.seq,
-                        None => break,
-                    }
-                }
-                let fresh = Arc::new(AsyncMutex::new(Person {
-                    slack_user: slack_user.to_owned(),
-                    speaker: speaker.clone(),
-                    dm: None,
-                    delivered,
-                    last_active: Instant::now(),
-                }));
-                let Ok(mut people) = self.people.lock() else {
-                    return Err("the conversation table is unavailable".to_owned());
-                };
-                Arc::clone(people.entry(speaker.user.clone()).or_insert(fresh))
-            }
-        };
-        {
-            let mut p = person.lock().await;
-            p.last_active = Instant::now();
-            p.slack_user = slack_user.to_owned();
-            if let Some(dm) = dm {
-                p.dm = Some(dm.to_owned());
-            }
-            if p.dm.is_none() {
-                let opened = self
+    ) -> Result<String, String> {
+        let dm = match dm {
+            Some(dm) => dm.to_owned(),
+            None => match self.outbox.address(&speaker.tenant, &speaker.user).await {
+                Some(known) => known,
+                None => self
                     .api
                     .open_dm(slack_user)
                     .await
-                    .map_err(|e| e.to_string())?;
-                p.dm = Some(opened);
-            }
-        }
-        Ok(person)
+                    .map_err(|e| e.to_string())?,
+            },
+        };
+        self.outbox
+            .join(speaker, dm.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(dm)
     }
 
-    /// Posts every active conversation's new events; forgets conversations
-    /// idle for [`ACTIVE_FOR`].
-    async fn deliver_all(&self) {
-        let people: Vec<Arc<AsyncMutex<Person>>> = match self.people.lock() {
-            Ok(people) => people.values().cloned().collect(),
-            Err(_) => return,
-        };
-        for person in people {
-            self.deliver(&person).await;
-        }
-        let mut stale = Vec::new();
-        for (user, person) in self.people.lock().map(|p| p.clone()).unwrap_or_default() {
-            if let Ok(p) = person.try_lock()
-                && p.last_active.elapsed() > ACTIVE_FOR
-            {
-                stale.push(user);
-            }
-        }
-        if let Ok(mut people) = self.people.lock() {
-            for user in stale {
-                people.remove(&user);
-            }
-        }
-    }
-
-    /// Posts the person's events after the last one posted, to their direct
-    /// message channel.
-    async fn deliver(&self, person: &Arc<AsyncMutex<Person>>) {
-        let mut p = person.lock().await;
-        let Some(dm) = p.dm.clone() else {
-            return;
-        };
-        let events = match self.engine.events(&p.speaker, p.delivered).await {
-            Ok(events) => events,
+    /// A message from `slack_user` in `channel`.
+    async fn on_message(self: Arc<Self>, message: Message) {
+        let speaker = match self.identify(&message.user).await {
+            Ok(speaker) => speaker,
             Err(e) => {
-                tracing::warn!(
-                    "slack: reading {}'s conversation failed: {e}",
-                    p.speaker.user
-                );
+                tracing::info!("slack: {} refused: {e:?}", message.user);
+                let thread = (!message.direct).then_some(message.ts.as_str());
+                if let Err(e) = self
+                    .api
+                    .post_message(&message.channel, &e.to_string(), None, thread)
+                    .await
+                {
+                    tracing::warn!("slack: posting a refusal failed: {e}");
+                }
                 return;
             }
         };
-        for event in events {
-            if let Some((text, blocks)) = self.render(&p.speaker, &dm, &event.kind)
-                && let Err(e) = self.api.post_message(&dm, &text, blocks, None).await
-            {
-                tracing::warn!("slack: posting to {} failed: {e}", p.slack_user);
+        if !message.direct
+            && let Err(e) = self
+                .api
+                .post_message(&message.channel, MOVED_TO_DM, None, Some(&message.ts))
+                .await
+        {
+            tracing::warn!("slack: answering in {} failed: {e}", message.channel);
+        }
+        let dm = message.direct.then_some(message.channel.as_str());
+        let dm = match self.join(&message.user, &speaker, dm).await {
+            Ok(dm) => dm,
+            Err(e) => {
+                tracing::warn!("slack: no direct message with {}: {e}", message.user);
                 return;
             }
-            p.delivered = event.seq;
+        };
+        if let Err(e) = self.outbox.engine().post(&speaker, &message.text).await {
+            tracing::warn!("slack: the conversation failed: {e}");
+            self.tell(
+                &dm,
+                "Something went wrong on my side; please try again in a minute.",
+            )
+            .await;
         }
+        self.outbox.deliver(&speaker.tenant, &speaker.user).await;
     }
 
+    /// A button press.
+    async fn on_action(self: Arc<Self>, action: Action) {
+        let speaker = match self.identify(&action.user).await {
+            Ok(speaker) => speaker,
+            Err(e) => {
+                tracing::info!("slack: button press by {} refused: {e:?}", action.user);
+                if let Ok(dm) = self.api.open_dm(&action.user).await
+                    && let Err(e) = self.api.post_message(&dm, &e.to_string(), None, None).await
+                {
+                    tracing::warn!("slack: posting a refusal failed: {e}");
+                }
+                return;
+            }
+        };
+        let dm = match self.join(&action.user, &speaker, None).await {
+            Ok(dm) => dm,
+            Err(e) => {
+                tracing::warn!("slack: no direct message with {}: {e}", action.user);
+                return;
+            }
+        };
+        if let Err(e) = self
+            .outbox
+            .engine()
+            .answer(&speaker, &action.request_id, action.approve)
+            .await
+        {
+            self.tell(&dm, &e.to_string()).await;
+        }
+        self.outbox.deliver_all().await;
+    }
+
+    /// Posts `text` to the direct message `dm`.
+    async fn tell(&self, dm: &str, text: &str) {
+        if let Err(e) = self.api.post_message(dm, &escape(text), None, None).await {
+            tracing::warn!("slack: posting to {dm} failed: {e}");
+        }
+    }
+}
+
+impl SlackSender {
     /// An event as a Slack message (text and Block Kit blocks); `None` for
     /// what is not shown (the person's own messages).
     fn render(
-        &self,
+        engine: &Engine,
         speaker: &Speaker,
         channel: &str,
         kind: &EventKind,
@@ -424,7 +390,7 @@ impl Slack {
                         None,
                     ));
                 }
-                return Some(match self.engine.take_secret(speaker, secret_id) {
+                return Some(match engine.take_secret(speaker, secret_id) {
                     Some(secret) => (format!("{}: `{}`", escape(label), secret.expose()), None),
                     None => (
                         format!("{} was already shown or has expired.", escape(label)),
@@ -475,89 +441,26 @@ impl Slack {
         };
         Some((text, None))
     }
+}
 
-    /// A message from `slack_user` in `channel`.
-    async fn on_message(self: Arc<Self>, message: Message) {
-        let speaker = match self.identify(&message.user).await {
-            Ok(speaker) => speaker,
-            Err(e) => {
-                tracing::info!("slack: {} refused: {e:?}", message.user);
-                let thread = (!message.direct).then_some(message.ts.as_str());
-                if let Err(e) = self
-                    .api
-                    .post_message(&message.channel, &e.to_string(), None, thread)
-                    .await
-                {
-                    tracing::warn!("slack: posting a refusal failed: {e}");
-                }
-                return;
-            }
-        };
-        if !message.direct
-            && let Err(e) = self
+impl Transport for SlackSender {
+    type Address = String;
+    const NAME: &'static str = "slack";
+
+    async fn send(
+        &self,
+        engine: &Engine,
+        speaker: &Speaker,
+        to: &String,
+        event: &Event,
+    ) -> Result<(), String> {
+        match SlackSender::render(engine, speaker, to, &event.kind) {
+            Some((text, blocks)) => self
                 .api
-                .post_message(&message.channel, MOVED_TO_DM, None, Some(&message.ts))
+                .post_message(to, &text, blocks, None)
                 .await
-        {
-            tracing::warn!("slack: answering in {} failed: {e}", message.channel);
-        }
-        let dm = message.direct.then_some(message.channel.as_str());
-        let person = match self.person(&message.user, &speaker, dm).await {
-            Ok(person) => person,
-            Err(e) => {
-                tracing::warn!("slack: no direct message with {}: {e}", message.user);
-                return;
-            }
-        };
-        if let Err(e) = self.engine.post(&speaker, &message.text).await {
-            tracing::warn!("slack: the conversation failed: {e}");
-            self.tell(
-                &person,
-                "Something went wrong on my side; please try again in a minute.",
-            )
-            .await;
-        }
-        self.deliver(&person).await;
-    }
-
-    /// A button press.
-    async fn on_action(self: Arc<Self>, action: Action) {
-        let speaker = match self.identify(&action.user).await {
-            Ok(speaker) => speaker,
-            Err(e) => {
-                tracing::info!("slack: button press by {} refused: {e:?}", action.user);
-                if let Ok(dm) = self.api.open_dm(&action.user).await
-                    && let Err(e) = self.api.post_message(&dm, &e.to_string(), None, None).await
-                {
-                    tracing::warn!("slack: posting a refusal failed: {e}");
-                }
-                return;
-            }
-        };
-        let person = match self.person(&action.user, &speaker, None).await {
-            Ok(person) => person,
-            Err(e) => {
-                tracing::warn!("slack: no direct message with {}: {e}", action.user);
-                return;
-            }
-        };
-        if let Err(e) = self
-            .engine
-            .answer(&speaker, &action.request_id, action.approve)
-            .await
-        {
-            self.tell(&person, &e.to_string()).await;
-        }
-        self.deliver_all().await;
-    }
-
-    /// Posts `text` to the person's direct message.
-    async fn tell(&self, person: &Arc<AsyncMutex<Person>>, text: &str) {
-        let dm = person.lock().await.dm.clone();
-        if let Some(dm) = dm
-            && let Err(e) = self.api.post_message(&dm, &escape(text), None, None).await
-        {
-            tracing::warn!("slack: posting to {dm} failed: {e}");
+                .map_err(|e| e.to_string()),
+            None => Ok(()),
         }
     }
 }

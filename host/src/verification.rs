@@ -307,31 +307,7 @@ fn system_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// Reads at most `limit` bytes of a response body; more is an error, so
-/// that a misbehaving server cannot exhaust memory.
-async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| e.without_url().to_string())?
-    {
-        if body.len() + chunk.len() > limit {
-            return Err(format!("the answer is larger than {limit} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// `text` cut to `max` characters, for messages that quote a server.
-fn shorten(text: &str, max: usize) -> String {
-    let mut out: String = text.chars().take(max).collect();
-    if text.chars().nth(max).is_some() {
-        out.push('…');
-    }
-    out
-}
+pub(crate) use crate::jwks::{read_limited, shorten};
 
 #[cfg(test)]
 mod tests {
@@ -346,11 +322,5 @@ mod tests {
         assert_ne!(key.mac(&[b"x"]), other.mac(&[b"x"]));
         assert_ne!(key.id, other.id);
         assert_eq!(key.id.len(), 16);
-    }
-
-    #[test]
-    fn shorten_cuts_on_characters() {
-        assert_eq!(shorten("héllo", 2), "hé…");
-        assert_eq!(shorten("hi", 2), "hi");
     }
 }

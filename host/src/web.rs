@@ -75,13 +75,10 @@ use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
 use tracing::Instrument as _;
 
-use crate::conversation::{
-    Callback, Engine, EngineError, EngineSettings, Event, KeywordIntents, Speaker,
-};
+use crate::conversation::{Callback, Engine, EngineError, Event, Speaker};
 use crate::sdk::Channel;
 use crate::service::Service;
 use crate::tenant::TenantId;
-use crate::verification::Verifier;
 
 pub use error::WebError;
 use session::{SESSION_COOKIE, Sessions};
@@ -128,14 +125,7 @@ impl WebChat {
     /// an engine with the default intent reader and settings: what
     /// `latchkey serve` (with a `[web]` table) and `latchkey demo` run.
     pub fn for_service(service: &Arc<Service>, tenant: TenantId) -> WebChat {
-        let verifier = Arc::new(Verifier::new(service.audit()));
-        let engine = Engine::new(
-            Arc::clone(service),
-            verifier,
-            Box::new(KeywordIntents),
-            EngineSettings::default(),
-        );
-        WebChat::new(Arc::new(engine), tenant)
+        WebChat::new(Arc::new(Engine::standard(service)), tenant)
     }
 
     /// The tenant it serves.

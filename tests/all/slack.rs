@@ -171,9 +171,9 @@ async fn start() -> Running {
     let api_url = format!("http://{}/api", api_listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(api_listener, api).await });
 
-    let slack = Slack::for_service(
-        &demo.service,
-        Some(Arc::clone(demo.chat.engine())),
+    let slack = Slack::new(
+        Arc::clone(demo.chat.engine()),
+        Arc::clone(&demo.service),
         SlackSettings {
             signing_secret: SECRET.into(),
             bot_token: "xoxb-offline".into(),

@@ -51,7 +51,24 @@ pub enum Flow {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    appended: tokio::sync::broadcast::Sender<Appended>,
 }
+
+/// A new event in someone's conversation, announced to subscribers
+/// ([`super::Engine::subscribe`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// Whose conversation.
+    pub user: UserId,
+    /// The event's number.
+    pub seq: u64,
+}
+
+/// How many announcements a slow subscriber may fall behind before it
+/// misses some (it is told, and reads the events anyway).
+const ANNOUNCED: usize = 1024;
 
 /// The longest events page read at once.
 const EVENTS_PAGE: i64 = 1000;
@@ -59,7 +76,15 @@ const EVENTS_PAGE: i64 = 1000;
 impl Store {
     /// The store on `pool` (migrated when the audit log was opened).
     pub fn new(pool: SqlitePool) -> Store {
-        Store { pool }
+        Store {
+            pool,
+            appended: tokio::sync::broadcast::channel(ANNOUNCED).0,
+        }
+    }
+
+    /// Announcements of every event appended from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Appended> {
+        self.appended.subscribe()
     }
 
     /// The conversation of `user`, if they have one.
@@ -192,11 +217,14 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Event {
-            seq: u64::try_from(seq).unwrap_or(0),
-            at,
-            kind,
-        })
+        let seq = u64::try_from(seq).unwrap_or(0);
+        // Nobody listening is not an error.
+        let _ = self.appended.send(Appended {
+            tenant: tenant.clone(),
+            user: user.clone(),
+            seq,
+        });
+        Ok(Event { seq, at, kind })
     }
 
     /// `user`'s events with a number above `after`, oldest first, at most

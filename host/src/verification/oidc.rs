@@ -3,11 +3,8 @@
 //! code grant, the authority's signing keys (cached), and the one ID-token
 //! validator that sign-ins and step-ups share.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 
-use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use reqwest::Url;
 use serde::Deserialize;
@@ -17,6 +14,8 @@ use subtle::ConstantTimeEq as _;
 use super::{TOKEN_SKEW_SECONDS, VerificationError, read_limited, shorten};
 use crate::graph::Secret;
 use crate::ids::UserId;
+pub(super) use crate::jwks::JwksCache;
+use crate::jwks::JwksError;
 use crate::tenant::TenantId;
 
 /// The scope asked for by default: who the user is, nothing from Graph.
@@ -25,13 +24,6 @@ pub const SIGN_IN_SCOPE: &str = "openid profile";
 const MAX_AUTHORITY_BYTES: usize = 256 * 1024;
 /// The longest ID token examined, in bytes.
 const MAX_ID_TOKEN_BYTES: usize = 16 * 1024;
-/// A JWKS is fetched again after this long, in seconds: Entra rolls its keys
-/// over weeks, announcing new ones well before use.
-const JWKS_MAX_AGE: i64 = 24 * 3600;
-/// An unknown `kid` refetches the JWKS at most this often, in seconds, so a
-/// stream of tokens with made-up key ids cannot turn into a stream of
-/// requests to the authority.
-const JWKS_MIN_REFRESH: i64 = 60;
 
 /// Latchkey's app registration at one tenant's authority, for sign-ins.
 ///
@@ -393,108 +385,6 @@ struct Claims {
     preferred_username: Option<String>,
 }
 
-/// The authority's signing keys, by JWKS URL.
-#[derive(Default)]
-pub(super) struct JwksCache {
-    sets: Mutex<HashMap<String, CachedSet>>,
-}
-
-struct CachedSet {
-    keys: Vec<Jwk>,
-    fetched_at: i64,
-}
-
-impl JwksCache {
-    /// The RS256 key `kid` of the JWKS at `url`: from the cache when fresh,
-    /// else fetched (again).
-    async fn key(
-        &self,
-        http: &reqwest::Client,
-        url: &str,
-        kid: &str,
-        now: i64,
-    ) -> Result<Jwk, VerificationError> {
-        let fetch = {
-            let sets = self.sets.lock().map_err(|_| poisoned())?;
-            match sets.get(url) {
-                Some(set) if now - set.fetched_at < JWKS_MAX_AGE => {
-                    if let Some(key) = find(&set.keys, kid) {
-                        return Ok(key);
-                    }
-                    // A key we have not seen: the authority may have rolled
-                    // over, so look again, but not at every token.
-                    now - set.fetched_at >= JWKS_MIN_REFRESH
-                }
-                _ => true,
-            }
-        };
-        if !fetch {
-            return Err(TokenProblem::UnknownKey(shorten(kid, 80)).into());
-        }
-        let keys = fetch_jwks(http, url).await?;
-        let found = find(&keys, kid);
-        self.sets.lock().map_err(|_| poisoned())?.insert(
-            url.to_owned(),
-            CachedSet {
-                keys,
-                fetched_at: now,
-            },
-        );
-        found.ok_or_else(|| TokenProblem::UnknownKey(shorten(kid, 80)).into())
-    }
-}
-
-fn poisoned() -> VerificationError {
-    VerificationError::Store("the key cache's lock is poisoned".to_owned())
-}
-
-fn find(keys: &[Jwk], kid: &str) -> Option<Jwk> {
-    keys.iter()
-        .find(|k| k.common.key_id.as_deref() == Some(kid))
-        .cloned()
-}
-
-/// The usable keys of a JWKS: RSA, for signatures, RS256 when an algorithm
-/// is named. Others (and keys that do not parse) are skipped, not fatal.
-async fn fetch_jwks(http: &reqwest::Client, url: &str) -> Result<Vec<Jwk>, VerificationError> {
-    let unusable = |reason: String| VerificationError::Authority {
-        endpoint: "signing keys (JWKS)",
-        reason,
-    };
-    let response = http
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| unusable(e.without_url().to_string()))?;
-    if !response.status().is_success() {
-        return Err(unusable(format!("HTTP {}", response.status())));
-    }
-    let body = read_limited(response, MAX_AUTHORITY_BYTES)
-        .await
-        .map_err(unusable)?;
-    let set: Value =
-        serde_json::from_slice(&body).map_err(|e| unusable(format!("not JSON: {e}")))?;
-    let Some(keys) = set.get("keys").and_then(Value::as_array) else {
-        return Err(unusable("no \"keys\" array".to_owned()));
-    };
-    Ok(keys
-        .iter()
-        .filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok())
-        .filter(|k| matches!(k.algorithm, AlgorithmParameters::RSA(_)))
-        .filter(|k| {
-            k.common
-                .public_key_use
-                .as_ref()
-                .is_none_or(|u| *u == PublicKeyUse::Signature)
-        })
-        .filter(|k| {
-            k.common
-                .key_algorithm
-                .is_none_or(|a| a == KeyAlgorithm::RS256)
-        })
-        .collect())
-}
-
 /// Validates an ID token from `client`'s authority: the one validator for
 /// sign-ins and step-ups.
 pub(super) async fn validate_id_token(
@@ -517,7 +407,15 @@ pub(super) async fn validate_id_token(
         .ok_or_else(|| TokenProblem::Malformed("the header has no kid".to_owned()))?;
     let jwk = cache
         .key(http, &client.jwks_uri(), &kid, expect.now)
-        .await?;
+        .await
+        .map_err(|e| match e {
+            JwksError::UnknownKey(kid) => VerificationError::from(TokenProblem::UnknownKey(kid)),
+            JwksError::Unavailable(reason) => VerificationError::Authority {
+                endpoint: "signing keys (JWKS)",
+                reason,
+            },
+        })?
+        .jwk;
     let key = DecodingKey::from_jwk(&jwk).map_err(|e| VerificationError::Authority {
         endpoint: "signing keys (JWKS)",
         reason: format!("key {kid:?}: {e}"),
