@@ -82,13 +82,14 @@ struct Recipient<A> {
 }
 
 type Key = (TenantId, UserId);
+type Shared<A> = Arc<AsyncMutex<Recipient<A>>>;
 
 /// The people a [`Transport`] talks to and what was posted to them. Share
 /// it as `Arc<Outbox<T>>`.
 pub struct Outbox<T: Transport> {
     engine: Arc<Engine>,
     transport: T,
-    people: StdMutex<HashMap<Key, Arc<AsyncMutex<Recipient<T::Address>>>>>,
+    people: StdMutex<HashMap<Key, Shared<T::Address>>>,
 }
 
 impl<T: Transport + std::fmt::Debug> std::fmt::Debug for Outbox<T> {
@@ -119,11 +120,7 @@ impl<T: Transport> Outbox<T> {
         &self.transport
     }
 
-    fn recipient(
-        &self,
-        tenant: &TenantId,
-        user: &UserId,
-    ) -> Option<Arc<AsyncMutex<Recipient<T::Address>>>> {
+    fn recipient(&self, tenant: &TenantId, user: &UserId) -> Option<Shared<T::Address>> {
         self.people
             .lock()
             .ok()

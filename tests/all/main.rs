@@ -16,5 +16,6 @@ mod sim_graph;
 mod sim_identity;
 mod sim_methods;
 mod slack;
+mod teams;
 mod verification;
 mod web;
