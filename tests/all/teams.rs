@@ -75,7 +75,9 @@ struct Call {
 #[derive(Clone)]
 struct Recorder {
     calls: Arc<Mutex<Vec<Call>>>,
-    playground: String,
+    /// Where calls are forwarded; `None`: the recorder answers as a
+    /// connector would.
+    playground: Option<String>,
     http: reqwest::Client,
 }
 
@@ -93,16 +95,29 @@ async fn record(
         .unwrap_or_default()
         .to_owned();
     let request = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let forwarded = r
-        .http
-        .request(method.clone(), format!("{}{}", r.playground, uri.path()))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = StatusCode::from_u16(forwarded.status().as_u16()).unwrap();
-    let answer = forwarded.bytes().await.unwrap();
+    let (status, answer) = match &r.playground {
+        Some(playground) => {
+            let forwarded = r
+                .http
+                .request(method.clone(), format!("{playground}{}", uri.path()))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = StatusCode::from_u16(forwarded.status().as_u16()).unwrap();
+            (status, forwarded.bytes().await.unwrap())
+        }
+        None => {
+            let n = r.calls.lock().unwrap().len();
+            let answer = if uri.path().ends_with("/v3/conversations") {
+                json!({ "id": format!("created-{n}") })
+            } else {
+                json!({ "id": format!("activity-{n}") })
+            };
+            (StatusCode::OK, Bytes::from(answer.to_string()))
+        }
+    };
     r.calls.lock().unwrap().push(Call {
         method: method.to_string(),
         path: uri.path().to_owned(),
@@ -210,8 +225,68 @@ fn playground_config(dir: &std::path::Path, tenant: &str, people: &[Person<'_>])
     path
 }
 
+/// Starts the Playground on `port`, sending to the proxy, its connector
+/// announced at the recorder; returns once it answers.
+#[allow(clippy::too_many_arguments)]
+async fn spawn_playground(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    tenant: &str,
+    people: &[Person<'_>],
+    proxy_url: &str,
+    recorder: &str,
+    port: u16,
+    http: &reqwest::Client,
+) -> Playground {
+    let config = playground_config(dir, tenant, people);
+    let child = Command::new(bin)
+        .args([
+            "-e",
+            &format!("{proxy_url}/api/messages"),
+            "-c",
+            "msteams",
+            "-p",
+            &port.to_string(),
+            "--service-url",
+            &format!("{recorder}/_connector"),
+            "--disable-telemetry",
+        ])
+        .env("TEAMSAPPTESTER_BROWSER", "none")
+        .env("M365_AGENTS_PLAYGROUND_CONFIG_PATH", &config)
+        .env("M365_AGENTS_PLAYGROUND_LOGFILE", dir.join("playground.log"))
+        // It stops when its standard input closes: keep a pipe open.
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let playground = Playground {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let up = http
+            .get(format!("{}/_internal/v1/testConfig", playground.url))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if up {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Playground did not start: {}",
+            std::fs::read_to_string(dir.join("playground.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    playground
+}
+
 struct Running {
-    playground: Playground,
+    playground: Option<Playground>,
+    kid: String,
     calls: Arc<Mutex<Vec<Call>>>,
     recorder: String,
     bot: String,
@@ -222,8 +297,10 @@ struct Running {
     _dir: tempfile::TempDir,
 }
 
-async fn start() -> Running {
-    let bin = playground_bin();
+/// The bot in front of the emulator, and the Playground in front of the
+/// bot when `with_playground`.
+async fn start(with_playground: bool) -> Running {
+    let bin = with_playground.then(playground_bin);
     let demo = Demo::start(DemoOptions {
         port: 0,
         sim_port: 0,
@@ -309,7 +386,7 @@ async fn start() -> Running {
     let calls = Arc::new(Mutex::new(Vec::new()));
     let recorder = serve(Router::new().fallback(any(record)).with_state(Recorder {
         calls: Arc::clone(&calls),
-        playground: playground_url.clone(),
+        playground: with_playground.then(|| playground_url.clone()),
         http: http.clone(),
     }))
     .await;
@@ -318,7 +395,7 @@ async fn start() -> Running {
             .route("/api/messages", post(proxy))
             .with_state(Proxy {
                 bot: bot.clone(),
-                kid,
+                kid: kid.clone(),
                 http: http.clone(),
             }),
     )
@@ -365,52 +442,22 @@ async fn start() -> Running {
         },
     ];
     let dir = tempfile::tempdir().unwrap();
-    let config = playground_config(dir.path(), &tenant, &people);
-    let child = Command::new(bin)
-        .args([
-            "-e",
-            &format!("{proxy_url}/api/messages"),
-            "-c",
-            "msteams",
-            "-p",
-            &pg_port.to_string(),
-            "--service-url",
-            &format!("{recorder}/_connector"),
-            "--disable-telemetry",
-        ])
-        .env("TEAMSAPPTESTER_BROWSER", "none")
-        .env("M365_AGENTS_PLAYGROUND_CONFIG_PATH", &config)
-        .env(
-            "M365_AGENTS_PLAYGROUND_LOGFILE",
-            dir.path().join("playground.log"),
-        )
-        // It stops when its standard input closes: keep a pipe open.
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let playground = Playground {
-        child,
-        url: playground_url,
+    let playground = match bin {
+        Some(bin) => Some(
+            spawn_playground(
+                &bin,
+                dir.path(),
+                &tenant,
+                &people,
+                &proxy_url,
+                &recorder,
+                pg_port,
+                &http,
+            )
+            .await,
+        ),
+        None => None,
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let up = http
-            .get(format!("{}/_internal/v1/testConfig", playground.url))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if up {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the Playground did not start: {}",
-            std::fs::read_to_string(dir.path().join("playground.log")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     tokio::spawn(demo.serve(std::future::pending()));
     let oids = [ALEX, MEGAN, ADELE]
         .into_iter()
@@ -418,6 +465,7 @@ async fn start() -> Running {
         .collect();
     Running {
         playground,
+        kid,
         calls,
         recorder,
         bot,
@@ -430,6 +478,10 @@ async fn start() -> Running {
 }
 
 impl Running {
+    fn playground(&self) -> &Playground {
+        self.playground.as_ref().unwrap()
+    }
+
     /// The user types `text` in `conversation` of the Playground.
     async fn say(&self, conversation: &str, text: &str, mention: bool) -> String {
         let mut body = json!({"from": {"id": "user-id-0"}, "text": text, "textFormat": "plain"});
@@ -441,7 +493,7 @@ impl Running {
             .http
             .post(format!(
                 "{}/_conversation/v1/conversations/{conversation}/messages",
-                self.playground.url
+                self.playground().url
             ))
             .json(&body)
             .send()
@@ -496,7 +548,7 @@ impl Running {
             .http
             .post(format!(
                 "{}/_internal/v1/customActivities",
-                self.playground.url
+                self.playground().url
             ))
             .json(&activity)
             .send()
@@ -532,7 +584,7 @@ fn card_request(call: &Call) -> Option<(String, String)> {
 
 #[tokio::test]
 async fn situation_2_through_the_agents_playground_manager_approves_on_a_proactive_card() {
-    let t = start().await;
+    let t = start(true).await;
 
     // Forged activities never reach the engine: no token, a token for
     // another bot.
@@ -581,7 +633,7 @@ async fn situation_2_through_the_agents_playground_manager_approves_on_a_proacti
     // the Playground, answered in the response): refused, nothing changes.
     let refused: Value = t
         .http
-        .post(format!("{}/_conversation/v1/invoke", t.playground.url))
+        .post(format!("{}/_conversation/v1/invoke", t.playground().url))
         .json(
             &json!({"name": "adaptiveCard/action", "from": {"id": "user-id-0"},
             "conversation": {"id": "personal-1"}, "replyToId": said,
@@ -682,4 +734,209 @@ async fn situation_2_through_the_agents_playground_manager_approves_on_a_proacti
         1,
         "one message in the group: {group_posts:#?}"
     );
+}
+
+impl Running {
+    /// An activity of `kind` from `from` (Teams id, Entra object id) in
+    /// the personal conversation `conversation`.
+    fn activity(&self, kind: &str, from: (&str, Option<&str>), conversation: &str) -> Value {
+        let mut activity = json!({
+            "type": kind,
+            "id": format!("in-{}", now()),
+            "channelId": "msteams",
+            "serviceUrl": format!("{}/_connector", self.recorder),
+            "from": {"id": from.0, "name": "Someone"},
+            "recipient": {"id": APP_ID},
+            "conversation": {"id": conversation, "conversationType": "personal", "tenantId": self.tenant},
+            "channelData": {"tenant": {"id": self.tenant}},
+        });
+        if let Some(oid) = from.1 {
+            activity["from"]["aadObjectId"] = json!(oid);
+        }
+        activity
+    }
+
+    /// Posts `activity` to the bot with `token` (none: no header).
+    async fn send(&self, activity: &Value, token: Option<String>) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(format!("{}/api/messages", self.bot))
+            .json(activity);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// A good token for `activity`.
+    fn token_for(&self, activity: &Value) -> String {
+        bot_framework_token(&self.kid, activity["serviceUrl"].as_str().unwrap())
+    }
+
+    async fn signed(&self, activity: &Value) -> reqwest::Response {
+        self.send(activity, Some(self.token_for(activity))).await
+    }
+}
+
+#[tokio::test]
+async fn activities_failing_a_check_are_refused_before_anything_is_done() {
+    let t = start(false).await;
+    let alex = t.oids[ALEX].clone();
+    let mut message = t.activity("message", ("29:alex", Some(&alex)), "a-alex");
+    message["text"] = json!("I forgot my password");
+
+    assert_eq!(t.send(&message, None).await.status(), 401, "no token");
+    let elsewhere = bot_framework_token(&t.kid, "https://smba.trafficmanager.net/amer/");
+    assert_eq!(
+        t.send(&message, Some(elsewhere)).await.status(),
+        401,
+        "a token for another serviceUrl"
+    );
+    let mut webchat = message.clone();
+    webchat["channelId"] = json!("webchat");
+    assert_eq!(
+        t.signed(&webchat).await.status(),
+        401,
+        "the key is endorsed for msteams only"
+    );
+    let mut stranger = message.clone();
+    stranger["channelData"]["tenant"]["id"] = json!("11111111-2222-3333-4444-555555555555");
+    stranger["conversation"]["tenantId"] = stranger["channelData"]["tenant"]["id"].clone();
+    assert_eq!(
+        t.signed(&stranger).await.status(),
+        403,
+        "a tenant not served"
+    );
+    let mut mixed = message.clone();
+    mixed["conversation"]["tenantId"] = json!("11111111-2222-3333-4444-555555555555");
+    assert_eq!(t.signed(&mixed).await.status(), 403, "two tenants");
+    let mut unlisted = message.clone();
+    unlisted["serviceUrl"] = json!("http://localhost:9/_connector");
+    assert_eq!(
+        t.signed(&unlisted).await.status(),
+        403,
+        "a serviceUrl host not allowed, even with a matching token"
+    );
+    let garbage = t
+        .http
+        .post(format!("{}/api/messages", t.bot))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(garbage.status(), 400);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        t.calls.lock().unwrap().is_empty(),
+        "nothing was said to anyone: {:#?}",
+        t.calls.lock().unwrap()
+    );
+
+    // An installation is acknowledged, and says nothing.
+    let update = t.activity("conversationUpdate", ("29:alex", Some(&alex)), "a-alex");
+    assert_eq!(t.signed(&update).await.status(), 200);
+
+    // No Entra object id: told so, nothing else.
+    let mut anonymous = t.activity("message", ("29:guest", None), "a-guest");
+    anonymous["text"] = json!("I forgot my password");
+    assert_eq!(t.signed(&anonymous).await.status(), 200);
+    let told = t
+        .wait_for("the refusal", |c| {
+            c.path
+                .starts_with("/_connector/v3/conversations/a-guest/")
+                .then(|| c.body["text"].clone())
+        })
+        .await;
+    assert!(
+        told.as_str().unwrap().contains("only help people"),
+        "{told}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(t.calls.lock().unwrap().len(), 1, "one reply, nothing more");
+}
+
+#[tokio::test]
+async fn an_action_submit_is_an_answer_only_from_the_approver_and_the_card_is_replaced() {
+    let t = start(false).await;
+    let (alex, megan, adele) = (
+        t.oids[ALEX].clone(),
+        t.oids[MEGAN].clone(),
+        t.oids[ADELE].clone(),
+    );
+    // Alex writes; the tenant's serviceUrl is now known, so Megan is reached.
+    let mut hello = t.activity("message", ("29:alex", Some(&alex)), "a-alex");
+    hello["text"] = json!("my phone was stolen, I can't do MFA");
+    assert_eq!(t.signed(&hello).await.status(), 200);
+    let (request, megans_chat) = t.wait_for("an approval card", card_request).await;
+    let card_activity = t
+        .wait_for("the card's id", |c| {
+            card_request(c).and_then(|_| c.answer["id"].as_str().map(str::to_owned))
+        })
+        .await;
+
+    let submit = |who: (&str, &str), conversation: &str| {
+        let mut a = t.activity("message", (who.0, Some(who.1)), conversation);
+        a["from"]["name"] = json!(if who.1 == megan {
+            "Megan Bowen"
+        } else {
+            "Someone"
+        });
+        a["replyToId"] = json!(card_activity);
+        a["value"] = json!({"action": "approve", "request": request});
+        a
+    };
+    // Adele, in her own chat, submits Megan's request id: refused.
+    assert_eq!(
+        t.signed(&submit(("29:adele", &adele), "a-adele"))
+            .await
+            .status(),
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let tap = |t: &Running| {
+        t.sim
+            .tenant()
+            .user(ALEX)
+            .unwrap()
+            .methods
+            .iter()
+            .find_map(|m| match m {
+                SimMethod::TemporaryAccessPass(tap) => Some(tap.secret.clone()),
+                _ => None,
+            })
+    };
+    assert!(tap(&t).is_none(), "not Adele's to approve");
+
+    // Megan submits: the approval, and her card replaced in place.
+    assert_eq!(
+        t.signed(&submit(("29:megan", &megan), &megans_chat))
+            .await
+            .status(),
+        200
+    );
+    let replaced = t
+        .wait_for("the card replaced", |c| {
+            (c.method == "PUT"
+                && c.path
+                    == format!(
+                        "/_connector/v3/conversations/{megans_chat}/activities/{card_activity}"
+                    ))
+            .then(|| c.body.clone())
+        })
+        .await;
+    let shown = replaced.to_string();
+    assert!(shown.contains("Approved by Megan Bowen"), "{shown}");
+    assert!(
+        !shown.contains("Action.Execute"),
+        "no buttons left: {shown}"
+    );
+    let pass = t
+        .wait_for("the pass in Alex's chat", |c| {
+            let tap = tap(&t)?;
+            (c.path.starts_with("/_connector/v3/conversations/a-alex/")
+                && c.body["text"].as_str()?.contains(&tap))
+            .then_some(tap)
+        })
+        .await;
+    assert!(!pass.is_empty());
 }
