@@ -2236,7 +2236,10 @@ mod tests {
             "7720",
             "7700",
             "7702",
+            "3978",
             DEFAULT_SLACK_API_BASE_URL,
+            DEFAULT_TEAMS_AUTHORITY,
+            crate::teams::token::DEFAULT_OPENID_METADATA_URL,
             DEFAULT_DATABASE,
             graph::DEFAULT_AUTHORITY,
             graph::DEFAULT_GRAPH_BASE_URL,
@@ -2251,5 +2254,20 @@ mod tests {
                 "the example does not mention {default}"
             );
         }
+        for host in DEFAULT_TEAMS_SERVICE_HOSTS {
+            assert!(text.contains(host), "the example does not mention {host}");
+        }
+        // The commented-out [teams] table parses once uncommented.
+        let teams: String = text
+            .lines()
+            .skip_while(|l| *l != "# [teams]")
+            .take_while(|l| l.starts_with('#'))
+            .filter(|l| !l.starts_with("# #"))
+            .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+            .collect();
+        assert!(teams.starts_with("[teams]"), "{teams}");
+        let with_teams = text.replacen("[policy]", &format!("{teams}\n[policy]"), 1);
+        let parsed = Config::from_toml(&with_teams, Path::new("/etc/latchkey")).unwrap();
+        assert_eq!(parsed.teams.map(|t| t.listen), Some(DEFAULT_TEAMS_LISTEN));
     }
 }
