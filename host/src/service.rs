@@ -7,7 +7,8 @@
 //!
 //! 1. the configuration is loaded and validated ([`Config::load`]);
 //! 2. the host's signing key and the earlier keys it still trusts are read;
-//! 3. the admin token is read (when `[admin]` is present);
+//! 3. the admin token is read (when `[admin]` is present), and so are the
+//!    Slack channel's signing secret and bot token (when `[slack]` is);
 //! 4. every tenant's Graph client is built, its secret read;
 //! 5. the policy registry is opened and every tenant's pinned module applied
 //!    (a refused module is reported, and that tenant has no module, so it
@@ -317,8 +318,8 @@ impl std::fmt::Debug for Service {
 
 impl Service {
     /// Validates the configuration at `config_path` as [`Service::start`]
-    /// would (keys, admin token, Graph settings and secrets, every tenant's
-    /// module) without opening the database or listening.
+    /// would (keys, admin token, Slack secrets, Graph settings and secrets,
+    /// every tenant's module) without opening the database or listening.
     pub fn check(config_path: &Path) -> Result<Check, ServiceError> {
         let prepared = prepare(config_path, Trigger::Startup)?;
         Ok(Check {
@@ -684,6 +685,11 @@ fn prepare(path: &Path, trigger: Trigger) -> Result<Prepared, ServiceError> {
         .map(AdminConfig::read_token)
         .transpose()
         .map_err(config_error)?;
+    // Read here, not only when the Slack channel starts, so that `--check`
+    // refuses a missing or unreadable Slack secret as start-up would.
+    if let Some(slack) = &config.slack {
+        slack.read_secrets().map_err(config_error)?;
+    }
     let mut graphs = BTreeMap::new();
     for (tenant, tenant_config) in &config.tenants {
         graphs.insert(tenant.clone(), graph_client(path, tenant, tenant_config)?);

@@ -295,3 +295,66 @@ fn check_on_a_bad_config_exits_2_with_one_line() {
         "absent.toml",
     );
 }
+
+#[test]
+fn check_reads_the_slack_secrets_and_names_the_one_missing() {
+    const BOT_ENV: &str = "LATCHKEY_TEST_SLACK_BOT_TOKEN";
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(
+        d,
+        &format!(
+            "\n[slack]\nsigning_secret_file = \"slack-signing.secret\"\n\
+             bot_token_env = \"{BOT_ENV}\"\nlisten = \"127.0.0.1:0\"\n"
+        ),
+    );
+    let write_secret = |text: &str| {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = d.join("slack-signing.secret");
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    let check = |bot_token: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_latchkey"));
+        command
+            .current_dir(d)
+            .args(["serve", "--config", "latchkey.toml", "--check"])
+            .env(SECRET_ENV, "not-a-real-secret")
+            .env_remove(BOT_ENV)
+            .env_remove("RUST_LOG");
+        if let Some(token) = bot_token {
+            command.env(BOT_ENV, token);
+        }
+        let output = command.output().unwrap();
+        crate::Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    };
+
+    // The signing secret's file is missing: named, with the reason.
+    let missing = check(Some("xoxb-offline"));
+    assert_usage_error(&missing, "[slack] signing secret from file");
+    assert!(
+        missing.stderr.contains("slack-signing.secret") && missing.stderr.contains("No such file"),
+        "{}",
+        missing.stderr
+    );
+    // Present but empty.
+    write_secret("\n");
+    let empty = check(Some("xoxb-offline"));
+    assert_usage_error(&empty, "[slack] signing secret from file");
+    assert!(empty.stderr.contains("it is empty"), "{}", empty.stderr);
+    // The bot token's environment variable is unset.
+    write_secret("8f742231b10e8888abcd99yyyzzz85a5\n");
+    assert_usage_error(
+        &check(None),
+        &format!("[slack] bot token from environment variable {BOT_ENV}"),
+    );
+    // Both there: accepted, and still no database.
+    let good = check(Some("xoxb-offline"));
+    assert_eq!(good.code, 0, "{}{}", good.stdout, good.stderr);
+    assert!(good.stdout.trim_end().ends_with("1 accepted, 0 refused"));
+    assert!(!d.join("audit.db").exists(), "--check opens no database");
+}
