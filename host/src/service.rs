@@ -8,7 +8,8 @@
 //! 1. the configuration is loaded and validated ([`Config::load`]);
 //! 2. the host's signing key and the earlier keys it still trusts are read;
 //! 3. the admin token is read (when `[admin]` is present), and so are the
-//!    Slack channel's signing secret and bot token (when `[slack]` is);
+//!    Slack channel's signing secret and bot token (when `[slack]` is) and
+//!    the Teams bot's app secret (when `[teams]` is);
 //! 4. every tenant's Graph client is built, its secret read;
 //! 5. the policy registry is opened and every tenant's pinned module applied
 //!    (a refused module is reported, and that tenant has no module, so it
@@ -318,7 +319,7 @@ impl std::fmt::Debug for Service {
 
 impl Service {
     /// Validates the configuration at `config_path` as [`Service::start`]
-    /// would (keys, admin token, Slack secrets, Graph settings and secrets,
+    /// would (keys, admin token, Slack and Teams secrets, Graph settings and secrets,
     /// every tenant's module) without opening the database or listening.
     pub fn check(config_path: &Path) -> Result<Check, ServiceError> {
         let prepared = prepare(config_path, Trigger::Startup)?;
@@ -685,10 +686,13 @@ fn prepare(path: &Path, trigger: Trigger) -> Result<Prepared, ServiceError> {
         .map(AdminConfig::read_token)
         .transpose()
         .map_err(config_error)?;
-    // Read here, not only when the Slack channel starts, so that `--check`
-    // refuses a missing or unreadable Slack secret as start-up would.
+    // Read here, not only when the channels start, so that `--check`
+    // refuses a missing or unreadable Slack or Teams secret as start-up would.
     if let Some(slack) = &config.slack {
         slack.read_secrets().map_err(config_error)?;
+    }
+    if let Some(teams) = &config.teams {
+        teams.read_secret().map_err(config_error)?;
     }
     let mut graphs = BTreeMap::new();
     for (tenant, tenant_config) in &config.tenants {

@@ -44,8 +44,10 @@
 //! Events that happen later (after an MFA step-up completes in the browser,
 //! or an approval answered by someone else) are posted to the person's
 //! direct message as the engine announces them ([`crate::outbox`]). An
-//! approval request for a manager is delivered to the manager once the
-//! manager has written to Latchkey on Slack.
+//! approval request for someone Latchkey is not talking to on Slack (a
+//! manager) is sent to them unasked: their Entra `mail` (else UPN) is looked
+//! up with `users.lookupByEmail`, and the Slack user found must map back to
+//! the same Entra user by the rules above before a direct message is opened.
 //!
 //! The MFA step-up link comes back to the tenant's `sign_in` redirect URI,
 //! the web chat's `/callback`: `latchkey serve` shares one engine between
@@ -71,6 +73,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{ConfigError, SlackConfig};
 use crate::conversation::{Engine, Event, EventKind, Speaker};
+use crate::ids::UserId;
 use crate::outbox::{Outbox, Transport};
 use crate::service::Service;
 use crate::tenant::TenantId;
@@ -139,9 +142,18 @@ pub struct Slack {
 
 /// Posts engine events to Slack direct messages (addresses are DM channel
 /// ids).
-#[derive(Debug)]
 struct SlackSender {
     api: SlackApi,
+    service: Arc<Service>,
+    tenant: TenantId,
+}
+
+impl std::fmt::Debug for SlackSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackSender")
+            .field("api", &self.api)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Slack {
@@ -163,7 +175,14 @@ impl Slack {
     pub fn new(engine: Arc<Engine>, service: Arc<Service>, settings: SlackSettings) -> Slack {
         let api = SlackApi::new(&settings.api_base_url, &settings.bot_token);
         Slack {
-            outbox: Arc::new(Outbox::new(engine, SlackSender { api: api.clone() })),
+            outbox: Arc::new(Outbox::new(
+                engine,
+                SlackSender {
+                    api: api.clone(),
+                    service: Arc::clone(&service),
+                    tenant: settings.tenant.clone(),
+                },
+            )),
             service,
             verifier: SignatureVerifier::new(&settings.signing_secret),
             api,
@@ -462,6 +481,55 @@ impl Transport for SlackSender {
                 .map_err(|e| e.to_string()),
             None => Ok(()),
         }
+    }
+
+    /// Approval requests only, in the workspace's tenant: the approver's
+    /// Slack account found by their Entra email, mapped back to them.
+    async fn reach(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        event: &Event,
+    ) -> Option<(Speaker, String)> {
+        if *tenant != self.tenant || !matches!(event.kind, EventKind::ApprovalRequest { .. }) {
+            return None;
+        }
+        let graph = self.service.graph(tenant)?;
+        let path = format!(
+            "{}?$select=mail,userPrincipalName",
+            crate::graph::GraphClient::user_path(user.as_str())
+        );
+        let entra = match graph.get(&path).await {
+            Ok(answer) => answer.body,
+            Err(e) => {
+                tracing::warn!("slack: reading {user} to reach them failed: {e}");
+                return None;
+            }
+        };
+        let mut emails: Vec<&str> = ["/mail", "/userPrincipalName"]
+            .iter()
+            .filter_map(|p| entra.pointer(p).and_then(Value::as_str))
+            .filter(|e| !e.is_empty())
+            .collect();
+        emails.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+        for email in emails {
+            let Ok(slack_user) = self.api.lookup_by_email(email).await else {
+                continue;
+            };
+            let speaker = identity::resolve(&self.api, Some(graph.clone()), tenant, &slack_user)
+                .await
+                .ok()
+                .filter(|s| s.user == *user)?;
+            return match self.api.open_dm(&slack_user).await {
+                Ok(dm) => Some((speaker, dm)),
+                Err(e) => {
+                    tracing::warn!("slack: no direct message with {slack_user}: {e}");
+                    None
+                }
+            };
+        }
+        tracing::info!("slack: {user} has no Slack account this workspace can verify");
+        None
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use latchkey::sim::model::Method as SimMethod;
 use latchkey::slack::{Slack, SlackSettings};
 use latchkey::web::demo::{Demo, DemoOptions};
 use latchkey_tests::module_bytes;
@@ -63,6 +64,8 @@ struct Fake {
     calls: Vec<(String, Value)>,
     /// `users.info` answers by user id.
     users: HashMap<String, Value>,
+    /// `users.lookupByEmail` answers: user ids by email.
+    emails: HashMap<String, String>,
 }
 
 type Shared = Arc<Mutex<Fake>>;
@@ -78,6 +81,20 @@ async fn users_info(
     Json(match fake.users.get(&id) {
         Some(user) => json!({ "ok": true, "user": user }),
         None => json!({ "ok": false, "error": "user_not_found" }),
+    })
+}
+
+async fn lookup_by_email(
+    State(fake): State<Shared>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Json<Value> {
+    let email = query.get("email").cloned().unwrap_or_default();
+    let mut fake = fake.lock().unwrap();
+    fake.calls
+        .push(("users.lookupByEmail".into(), json!({ "email": email })));
+    Json(match fake.emails.get(&email) {
+        Some(id) => json!({ "ok": true, "user": { "id": id } }),
+        None => json!({ "ok": false, "error": "users_not_found" }),
     })
 }
 
@@ -136,6 +153,11 @@ async fn start() -> Running {
         f.users
             .insert("UALEX".into(), person("UALEX", Some(ALEX), json!({})));
         f.users.insert(
+            "UMEGAN".into(),
+            person("UMEGAN", Some(MEGAN), json!({"is_email_confirmed": true})),
+        );
+        f.emails.insert(MEGAN.into(), "UMEGAN".into());
+        f.users.insert(
             "UGUEST".into(),
             person("UGUEST", Some(MEGAN), json!({"is_restricted": true})),
         );
@@ -164,6 +186,7 @@ async fn start() -> Running {
     }
     let api = Router::new()
         .route("/api/users.info", get(users_info))
+        .route("/api/users.lookupByEmail", get(lookup_by_email))
         .route("/api/conversations.open", post(open))
         .route("/api/chat.postMessage", post(post_message))
         .with_state(Arc::clone(&fake));
@@ -722,6 +745,83 @@ async fn bot_messages_edits_and_a_button_from_a_guest_do_nothing_but_refuse() {
     assert!(refusal["text"].as_str().unwrap().contains("Guests"));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(slack.posts().len(), 1, "{:#?}", slack.posts());
+}
+
+#[tokio::test]
+async fn a_manager_who_never_wrote_gets_the_card_by_email_and_only_their_press_counts() {
+    let slack = start().await;
+    let asked = message(
+        "Ev500",
+        "UALEX",
+        "DUALEX",
+        "im",
+        "my phone was stolen, I can't do MFA",
+    );
+    assert_eq!(slack.event(&asked).await.status(), 200);
+    // Megan never wrote to the bot: found by her Entra email, checked back
+    // to her Entra account, and sent the card in a new DM.
+    let card = slack
+        .wait_post("the card to Megan", |p| {
+            p["channel"] == "DUMEGAN" && p["blocks"].is_array()
+        })
+        .await;
+    let request = card["blocks"][1]["elements"][0]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let press = |user: &str| {
+        let payload = json!({"type": "block_actions", "user": {"id": user}, "team": {"id": "T1"},
+            "actions": [{"action_id": "approve", "value": request}]});
+        format!("payload={}", urlencode(&payload.to_string()))
+    };
+    let tap = |slack: &Running| {
+        slack
+            .sim
+            .tenant()
+            .user(ALEX)
+            .unwrap()
+            .methods
+            .iter()
+            .find_map(|m| match m {
+                SimMethod::TemporaryAccessPass(tap) => Some(tap.secret.clone()),
+                _ => None,
+            })
+    };
+    for (user, body) in [("UADELE", press("UADELE")), ("UMEGAN", press("UMEGAN"))] {
+        let answer = slack
+            .send_signed(
+                "/slack/interactivity",
+                body.as_bytes(),
+                "application/x-www-form-urlencoded",
+                SECRET,
+                now(),
+                &[],
+            )
+            .await;
+        assert_eq!(answer.status(), 200);
+        if user == "UADELE" {
+            slack
+                .wait_post("Adele told no", |p| p["channel"] == "DUADELE")
+                .await;
+            assert!(tap(&slack).is_none(), "Adele is not Alex's manager");
+        }
+    }
+    let pass = slack
+        .wait_post("the pass in Alex's DM", |p| {
+            tap(&slack).is_some_and(|t| {
+                p["channel"] == "DUALEX" && p["text"].as_str().unwrap_or_default().contains(&t)
+            })
+        })
+        .await;
+    assert!(pass["blocks"].is_null());
+    for post in slack.posts() {
+        if post["channel"] != "DUALEX" {
+            assert!(
+                !post.to_string().contains(&tap(&slack).unwrap()),
+                "the pass went elsewhere: {post}"
+            );
+        }
+    }
 }
 
 fn urlencode(text: &str) -> String {

@@ -129,6 +129,26 @@ impl SlackApi {
         })
     }
 
+    /// `users.lookupByEmail`: the id (`U...`) of the user with `email`.
+    pub async fn lookup_by_email(&self, email: &str) -> Result<String, SlackApiError> {
+        let method = "users.lookupByEmail";
+        let answer = self
+            .http
+            .get(format!("{}/{method}", self.base_url))
+            .bearer_auth(&self.token)
+            .query(&[("email", email)])
+            .send()
+            .await;
+        let body = read(method, answer).await?;
+        body.pointer("/user/id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| SlackApiError::Api {
+                method,
+                error: "the answer has no user id".to_owned(),
+            })
+    }
+
     /// `conversations.open` with `user`: the id of the direct message
     /// channel with them (`D...`).
     pub async fn open_dm(&self, user: &str) -> Result<String, SlackApiError> {

@@ -358,3 +358,41 @@ fn check_reads_the_slack_secrets_and_names_the_one_missing() {
     assert!(good.stdout.trim_end().ends_with("1 accepted, 0 refused"));
     assert!(!d.join("audit.db").exists(), "--check opens no database");
 }
+
+#[test]
+fn check_reads_the_teams_app_secret() {
+    const APP_ENV: &str = "LATCHKEY_TEST_TEAMS_APP_SECRET";
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(
+        d,
+        &format!(
+            "\n[teams]\napp_id = \"5b0c4ab2-7e11-4c5e-9d4f-2f3c1a9e7d10\"\n\
+             app_secret_env = \"{APP_ENV}\"\nlisten = \"127.0.0.1:0\"\n"
+        ),
+    );
+    let check = |secret: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_latchkey"));
+        command
+            .current_dir(d)
+            .args(["serve", "--config", "latchkey.toml", "--check"])
+            .env(SECRET_ENV, "not-a-real-secret")
+            .env_remove(APP_ENV)
+            .env_remove("RUST_LOG");
+        if let Some(secret) = secret {
+            command.env(APP_ENV, secret);
+        }
+        let output = command.output().unwrap();
+        crate::Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    };
+    assert_usage_error(
+        &check(None),
+        &format!("[teams] app secret from environment variable {APP_ENV}"),
+    );
+    let good = check(Some("bot-secret"));
+    assert_eq!(good.code, 0, "{}{}", good.stdout, good.stderr);
+}
