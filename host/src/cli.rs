@@ -894,12 +894,12 @@ fn serve(config_path: &Path, check: bool) -> Result<u8, CliError> {
                 let addr = bound
                     .local_addr()
                     .map_err(|e| CliError::new(e.to_string()))?;
+                let channel = crate::teams::Teams::new(Arc::clone(&engine), &service, settings)
+                    .map_err(|e| CliError::new(format!("[teams] {e}")))?;
                 println!(
                     "Teams listening on http://{addr}/api/messages (bot {})",
                     teams.app_id
                 );
-                let channel = crate::teams::Teams::new(Arc::clone(&engine), &service, settings)
-                    .map_err(|e| CliError::new(format!("[teams] {e}")))?;
                 Some((Arc::new(channel), bound))
             }
             None => {
