@@ -6,6 +6,9 @@ The fake Web API is plain http.server on loopback. It records every call
 Slack users, `conversations.open` with `D<user id>`, and `chat.postMessage`,
 `chat.update` and `auth.test` with what Slack would answer.
 
+`Serve`, what starts `latchkey serve` with one channel, is shared with
+teams_harness.py; `SlackServe` adds the web chat and the `[slack]` table.
+
 Every process started here is stopped by the `close()` of what started it,
 and every port is chosen by the operating system.
 """
@@ -123,11 +126,13 @@ class Sim:
         stop(self.process)
 
 
-class FakeSlackApi:
-    """A fake Slack Web API on a free loopback port; `url` ends in `/api`."""
+class FakeServer:
+    """Plain http.server on a free loopback port (`port`), serving on a
+    thread, shared by both channels' fakes: each GET and POST (and PUT when
+    `put`) goes to the subclass's `_answer(handler, body)`, which records
+    it in `_calls` under `_lock` and replies with `_reply`."""
 
-    def __init__(self, users):
-        self.users = users
+    def __init__(self, put=False):
         self._calls = []
         self._lock = threading.Lock()
         fake = self
@@ -143,11 +148,36 @@ class FakeSlackApi:
             def log_message(self, *args):
                 pass
 
+        if put:
+            Handler.do_PUT = Handler.do_POST
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/api"
+        self.port = self._server.server_address[1]
+
+    @staticmethod
+    def _reply(handler, status, answer):
+        """Sends `answer` as JSON with `status`."""
+        data = json.dumps(answer).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json; charset=utf-8")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def close(self):
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class FakeSlackApi(FakeServer):
+    """A fake Slack Web API on a free loopback port; `url` ends in `/api`."""
+
+    def __init__(self, users):
+        self.users = users
+        super().__init__()
+        self.url = f"http://127.0.0.1:{self.port}/api"
 
     def calls(self, method=None):
         """Every call so far, oldest first, as dicts with `method`,
@@ -218,16 +248,7 @@ class FakeSlackApi:
             }
         else:
             answer = {"ok": False, "error": "unknown_method"}
-        data = json.dumps(answer).encode()
-        handler.send_response(200)
-        handler.send_header("Content-Type", "application/json; charset=utf-8")
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
-
-    def close(self):
-        self._server.shutdown()
-        self._server.server_close()
+        self._reply(handler, 200, answer)
 
 
 def run(args, cwd, what):
@@ -267,14 +288,16 @@ def private_file(path, text):
 
 
 class Serve:
-    """`latchkey serve` in `directory` with the emulator's tenant, the web
-    chat (for the MFA step-up's callback) and a `[slack]` table whose Web API
-    is `api_base_url`. The signing secret is in a file, the bot token in an
-    environment variable, as an administrator would set them."""
+    """`latchkey serve` in `directory` with the emulator's tenant (its Graph
+    secret in a file) and one channel, whatever both channels' conformance
+    tests share: `channel_toml` is the channel's tables (between `[policy]`
+    and the tenant's, each ending in a blank line), `tenant_toml` what
+    follows the tenant's `graph` table, `env` what the environment adds.
+    It waits for "`channel` listening on URL" and hands URL to `started`,
+    which sets `url` (a subclass checks or trims it there); a failure up to
+    and including `started` stops the process."""
 
-    BOT_TOKEN_ENV = "LATCHKEY_CONFORMANCE_SLACK_BOT_TOKEN"
-
-    def __init__(self, directory, sim, signing_secret, bot_token, api_base_url):
+    def __init__(self, directory, sim, channel, channel_toml, env, tenant_toml=""):
         d = pathlib.Path(directory)
         (d / "modules").mkdir()
         sha256 = default_module(d / "modules" / "default.wasm")
@@ -282,14 +305,81 @@ class Serve:
         credentials = sim.credentials
         tenant = credentials["tenant_id"]
         private_file(d / "contoso.secret", credentials["client_secret"])
-        private_file(d / "slack-signing.secret", signing_secret + "\n")
-        web = f"127.0.0.1:{free_port()}"
         (d / "latchkey.toml").write_text(
             "[host]\n"
             'signing_key = "host.pem"\n'
             'database = "latchkey.db"\n\n'
             "[policy]\n"
             'modules_dir = "modules"\n\n'
+            + channel_toml
+            + f"[tenants.{tenant}]\n"
+            'name = "Contoso"\n'
+            'module = "default.wasm"\n'
+            f'sha256 = "{sha256}"\n\n'
+            f"[tenants.{tenant}.graph]\n"
+            f'client_id = "{credentials["client_id"]}"\n'
+            'client_secret_file = "contoso.secret"\n'
+            f'authority = "{credentials["authority"]}"\n'
+            f'graph_base_url = "{credentials["graph_base_url"]}"\n'
+            + tenant_toml
+        )
+        environment = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
+        environment.update(env)
+        self.stderr_path = d / "serve.stderr"
+        self._stderr = open(self.stderr_path, "w")
+        self.process = subprocess.Popen(
+            [binary(), "serve", "--config", "latchkey.toml"],
+            cwd=d,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+        )
+        try:
+            self.lines = Lines(self.process.stdout)
+            # The module is compiled at start-up: allow for a slow machine.
+            listening = self.lines.wait_for(f"{channel} listening on ", timeout=120)
+            assert listening, f"latchkey serve did not start {channel}: {self.output()}"
+            # "<channel> listening on URL (...)"
+            self.started(listening.split()[3], listening)
+        except BaseException:
+            self.close()
+            raise
+
+    def started(self, url, listening):
+        """Called with the URL of the line `listening` once it is seen."""
+        self.url = url
+
+    def output(self):
+        """What it printed so far, for failure messages."""
+        self._stderr.flush()
+        seen = getattr(getattr(self, "lines", None), "seen", [])
+        return f"stdout: {seen}; stderr: {self.stderr_path.read_text()[-4000:]}"
+
+    def close(self):
+        stop(self.process)
+        self._stderr.close()
+
+
+class SlackServe(Serve):
+    """`Serve` with the web chat (for the MFA step-up's callback) and a
+    `[slack]` table whose Web API is `api_base_url`. The signing secret is
+    in a file, the bot token in an environment variable, as an
+    administrator would set them. `url` is the server's root (its
+    `/slack/events` taken off), `web_url` the web chat's."""
+
+    BOT_TOKEN_ENV = "LATCHKEY_CONFORMANCE_SLACK_BOT_TOKEN"
+
+    def __init__(self, directory, sim, signing_secret, bot_token, api_base_url):
+        d = pathlib.Path(directory)
+        tenant = sim.credentials["tenant_id"]
+        private_file(d / "slack-signing.secret", signing_secret + "\n")
+        web = f"127.0.0.1:{free_port()}"
+        self.web_url = f"http://{web}"
+        super().__init__(
+            directory,
+            sim,
+            "Slack",
             "[web]\n"
             f'listen = "{web}"\n'
             f'tenant = "{tenant}"\n\n'
@@ -298,52 +388,14 @@ class Serve:
             f'bot_token_env = "{self.BOT_TOKEN_ENV}"\n'
             f'api_base_url = "{api_base_url}"\n'
             f'tenant = "{tenant}"\n'
-            'listen = "127.0.0.1:0"\n\n'
-            f"[tenants.{tenant}]\n"
-            'name = "Contoso"\n'
-            'module = "default.wasm"\n'
-            f'sha256 = "{sha256}"\n\n'
-            f"[tenants.{tenant}.graph]\n"
-            f'client_id = "{credentials["client_id"]}"\n'
-            'client_secret_file = "contoso.secret"\n'
-            f'authority = "{credentials["authority"]}"\n'
-            f'graph_base_url = "{credentials["graph_base_url"]}"\n\n'
-            f"[tenants.{tenant}.sign_in]\n"
-            f'redirect_uri = "http://{web}/callback"\n'
+            'listen = "127.0.0.1:0"\n\n',
+            {self.BOT_TOKEN_ENV: bot_token},
+            tenant_toml=f'\n[tenants.{tenant}.sign_in]\nredirect_uri = "http://{web}/callback"\n',
         )
-        env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
-        env[self.BOT_TOKEN_ENV] = bot_token
-        self.stderr_path = d / "serve.stderr"
-        self._stderr = open(self.stderr_path, "w")
-        self.process = subprocess.Popen(
-            [binary(), "serve", "--config", "latchkey.toml"],
-            cwd=d,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-        )
-        try:
-            self.lines = Lines(self.process.stdout)
-            # The module is compiled at start-up: allow for a slow machine.
-            listening = self.lines.wait_for("Slack listening on ", timeout=120)
-            assert listening, f"latchkey serve did not start Slack: {self.output()}"
-            # "Slack listening on http://127.0.0.1:PORT/slack/events (tenant ...)"
-            events = listening.split()[3]
-            self.url = events[: -len("/slack/events")]
-            self.web_url = f"http://{web}"
-        except BaseException:
-            self.close()
-            raise
 
-    def output(self):
-        """What it printed so far, for failure messages."""
-        self._stderr.flush()
-        return f"stdout: {self.lines.seen}; stderr: {self.stderr_path.read_text()[-4000:]}"
-
-    def close(self):
-        stop(self.process)
-        self._stderr.close()
+    def started(self, url, listening):
+        # "Slack listening on http://127.0.0.1:PORT/slack/events (tenant ...)"
+        self.url = url[: -len("/slack/events")]
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):

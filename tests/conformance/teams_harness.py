@@ -2,7 +2,8 @@
 `[teams]` table, and a fake Bot Framework on loopback standing in for
 Microsoft's side of a Teams bot.
 
-The fake Bot Framework is plain http.server on one free loopback port. It
+The fake Bot Framework is plain http.server on one free loopback port
+(slack_harness's `FakeServer`, shared with the fake Slack Web API). It
 serves, as login.botframework.com does, the OpenID metadata (`/openid`)
 naming a JSON Web Key Set (`/keys`) whose keys carry Bot Framework's
 `endorsements` (the channel ids a key may sign for); as Entra does, a
@@ -14,20 +15,15 @@ Its three RSA keys are made for each run: one published and endorsed for
 `msteams`, one published and endorsed for another channel only, and one
 never published (its signatures verify under no published key).
 
-The generic process helpers (the binary, the policy module, stopping a
-process, reading its stdout) are slack_harness's, shared by both channels'
-conformance tests.
+What starts `latchkey serve` (the module, the tenant, the process, the
+wait for its "listening on" line) is slack_harness's `Serve`, shared by
+both channels' conformance tests; `TeamsServe` adds the `[teams]` table.
 """
 
 import base64
 import hashlib
 import hmac
-import http.server
 import json
-import os
-import pathlib
-import subprocess
-import threading
 import urllib.parse
 from dataclasses import dataclass
 
@@ -36,7 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from slack_harness import Lines, binary, default_module, private_file, run, stop
+from slack_harness import FakeServer, Serve
 
 # Bot Framework's issuer of every channel-to-bot token.
 BOT_FRAMEWORK_ISSUER = "https://api.botframework.com"
@@ -72,7 +68,7 @@ def _b64(data):
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-class FakeBotFramework:
+class FakeBotFramework(FakeServer):
     """The fake Bot Framework on a free loopback port; `url` has no
     trailing slash."""
 
@@ -83,29 +79,7 @@ class FakeBotFramework:
             UNPUBLISHED_KID: SigningKey(UNPUBLISHED_KID, ["msteams"], _new_key()),
         }
         self.published = [TEAMS_KID, OTHER_CHANNEL_KID]
-        self._calls = []
-        self._lock = threading.Lock()
-        fake = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                fake._answer(self, b"")
-
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                fake._answer(self, self.rfile.read(length))
-
-            def do_PUT(self):
-                self.do_POST()
-
-            def log_message(self, *args):
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        self.port = self._server.server_address[1]
+        super().__init__(put=True)
         self.url = f"http://127.0.0.1:{self.port}"
         self.metadata_url = f"{self.url}/openid"
 
@@ -162,96 +136,41 @@ class FakeBotFramework:
             answer = {"id": f"activity-{len(self._calls)}"}
         else:
             status, answer = 404, {"error": f"no route {handler.command} {path}"}
-        data = json.dumps(answer).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json; charset=utf-8")
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
-
-    def close(self):
-        self._server.shutdown()
-        self._server.server_close()
+        self._reply(handler, status, answer)
 
 
 def _new_key():
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-class TeamsServe:
-    """`latchkey serve` in `directory` with the emulator's tenant and a
-    `[teams]` table for the bot `app_id`, trusting the fake Bot Framework
-    `bot_framework` (OpenID metadata, token authority) and sending to
-    connectors on 127.0.0.1 only. The app secret is in an environment
-    variable, as an administrator may set it. `url` is the bot's
-    `/api/messages`."""
+class TeamsServe(Serve):
+    """`Serve` with a `[teams]` table for the bot `app_id`, trusting the
+    fake Bot Framework `bot_framework` (OpenID metadata, token authority)
+    and sending to connectors on 127.0.0.1 only. The app secret is in an
+    environment variable, as an administrator may set it. `url` is the
+    bot's `/api/messages`."""
 
     APP_SECRET_ENV = "LATCHKEY_CONFORMANCE_TEAMS_APP_SECRET"
 
     def __init__(self, directory, sim, app_id, app_secret, bot_framework):
-        d = pathlib.Path(directory)
-        (d / "modules").mkdir()
-        sha256 = default_module(d / "modules" / "default.wasm")
-        run(["keygen", "--out", "host"], d, "latchkey keygen")
-        credentials = sim.credentials
-        tenant = credentials["tenant_id"]
-        private_file(d / "contoso.secret", credentials["client_secret"])
-        (d / "latchkey.toml").write_text(
-            "[host]\n"
-            'signing_key = "host.pem"\n'
-            'database = "latchkey.db"\n\n'
-            "[policy]\n"
-            'modules_dir = "modules"\n\n'
+        super().__init__(
+            directory,
+            sim,
+            "Teams",
             "[teams]\n"
             f'app_id = "{app_id}"\n'
             f'app_secret_env = "{self.APP_SECRET_ENV}"\n'
-            f'app_tenant = "{tenant}"\n'
+            f'app_tenant = "{sim.credentials["tenant_id"]}"\n'
             f'authority = "{bot_framework.url}"\n'
             f'openid_metadata_url = "{bot_framework.metadata_url}"\n'
             'service_url_hosts = ["127.0.0.1"]\n'
-            'listen = "127.0.0.1:0"\n\n'
-            f"[tenants.{tenant}]\n"
-            'name = "Contoso"\n'
-            'module = "default.wasm"\n'
-            f'sha256 = "{sha256}"\n\n'
-            f"[tenants.{tenant}.graph]\n"
-            f'client_id = "{credentials["client_id"]}"\n'
-            'client_secret_file = "contoso.secret"\n'
-            f'authority = "{credentials["authority"]}"\n'
-            f'graph_base_url = "{credentials["graph_base_url"]}"\n'
+            'listen = "127.0.0.1:0"\n\n',
+            {self.APP_SECRET_ENV: app_secret},
         )
-        env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
-        env[self.APP_SECRET_ENV] = app_secret
-        self.stderr_path = d / "serve.stderr"
-        self._stderr = open(self.stderr_path, "w")
-        self.process = subprocess.Popen(
-            [binary(), "serve", "--config", "latchkey.toml"],
-            cwd=d,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-        )
-        try:
-            self.lines = Lines(self.process.stdout)
-            # The module is compiled at start-up: allow for a slow machine.
-            listening = self.lines.wait_for("Teams listening on ", timeout=120)
-            assert listening, f"latchkey serve did not start Teams: {self.output()}"
-            # "Teams listening on http://127.0.0.1:PORT/api/messages (bot ...)"
-            self.url = listening.split()[3]
-            assert self.url.startswith("http://127.0.0.1:") and self.url.endswith("/api/messages"), listening
-            running = self.lines.wait_for("latchkey serve running", timeout=30)
-            assert running, f"latchkey serve did not finish starting: {self.output()}"
-        except BaseException:
-            self.close()
-            raise
 
-    def output(self):
-        """What it printed so far, for failure messages."""
-        self._stderr.flush()
-        seen = getattr(getattr(self, "lines", None), "seen", [])
-        return f"stdout: {seen}; stderr: {self.stderr_path.read_text()[-4000:]}"
-
-    def close(self):
-        stop(self.process)
-        self._stderr.close()
+    def started(self, url, listening):
+        # "Teams listening on http://127.0.0.1:PORT/api/messages (bot ...)"
+        self.url = url
+        assert self.url.startswith("http://127.0.0.1:") and self.url.endswith("/api/messages"), listening
+        running = self.lines.wait_for("latchkey serve running", timeout=30)
+        assert running, f"latchkey serve did not finish starting: {self.output()}"

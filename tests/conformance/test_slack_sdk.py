@@ -30,7 +30,7 @@ from slack_bolt import App, BoltRequest
 from slack_sdk import WebClient
 from slack_sdk.signature import SignatureVerifier
 
-from slack_harness import ROOT, FakeSlackApi, Serve, Sim, fetch, post
+from slack_harness import ROOT, FakeSlackApi, Sim, SlackServe, fetch, post
 
 # Test-only values: nothing here is a real Slack or Entra secret.
 SIGNING_SECRET = "5a0c1e7f9b2d4c6e8a1b3d5f7c9e0a2b"
@@ -260,7 +260,7 @@ class Stack:
             self.closers.append(self.sim.close)
             self.fake = FakeSlackApi(USERS)
             self.closers.append(self.fake.close)
-            self.serve = Serve(directory, self.sim, SIGNING_SECRET, BOT_TOKEN, self.fake.url)
+            self.serve = SlackServe(directory, self.sim, SIGNING_SECRET, BOT_TOKEN, self.fake.url)
             self.closers.append(self.serve.close)
         except BaseException:
             self.close()

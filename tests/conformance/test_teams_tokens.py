@@ -91,6 +91,17 @@ class Difference:
     why: str
 
 
+def changed(mapping, changes):
+    """`mapping` with `changes` made to it: each key set to its value, or
+    removed where the value is None."""
+    for key, value in changes.items():
+        if value is None:
+            mapping.pop(key, None)
+        else:
+            mapping[key] = value
+    return mapping
+
+
 class World:
     """The emulator, the fake Bot Framework (also the connector at every
     activity's serviceUrl) and `latchkey serve`, started once."""
@@ -129,12 +140,7 @@ class World:
             "membersAdded": [{"id": f"28:{APP_ID}"}],
             "channelData": {"tenant": {"id": self.tenant}},
         }
-        for key, value in changes.items():
-            if value is None:
-                activity.pop(key, None)
-            else:
-                activity[key] = value
-        return activity
+        return changed(activity, changes)
 
     def claims(self, **changes):
         """The claims of a good token for this bot and the default
@@ -147,12 +153,7 @@ class World:
             "iss": BOT_FRAMEWORK_ISSUER,
             "aud": APP_ID,
         }
-        for key, value in changes.items():
-            if value is None:
-                claims.pop(key, None)
-            else:
-                claims[key] = value
-        return claims
+        return changed(claims, changes)
 
     def bearer(self, **changes):
         """`Bearer <good token>` with `changes` to its claims."""
