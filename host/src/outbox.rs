@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex as AsyncMutex;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::conversation::{Engine, EngineError, Event, Speaker};
+use crate::conversation::{Engine, EngineError, Event, EventKind, Speaker};
 use crate::ids::UserId;
 use crate::tenant::TenantId;
 
@@ -38,6 +38,100 @@ use crate::tenant::TenantId;
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
 /// How long a person stays active (polled) after they last spoke.
 pub const ACTIVE_FOR: Duration = Duration::from_secs(3600);
+
+/// What an event says, in words every channel uses; each channel gives it
+/// its own form (Slack Block Kit, Teams Adaptive Cards). Text is as the
+/// engine wrote it: a channel escapes it for its own markup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Said<'a> {
+    /// Not shown (the person's own message).
+    Nothing,
+    /// Text.
+    Text(String),
+    /// The MFA step-up: [`STEP_UP_TEXT`] and a button opening `url`.
+    StepUp {
+        /// The authorize URL.
+        url: &'a str,
+    },
+    /// An approval request: `text`, and Approve / Refuse for `request_id`.
+    Approval {
+        /// Who asks, for what.
+        text: String,
+        /// The request.
+        request_id: &'a str,
+    },
+    /// A secret, to take from the engine and show once, only in the
+    /// person's own 1:1 conversation.
+    Secret {
+        /// What it is ("Your temporary password").
+        label: &'a str,
+        /// The engine's handle.
+        secret_id: &'a str,
+    },
+}
+
+/// The step-up's text.
+pub const STEP_UP_TEXT: &str = "Approve the sign-in with your Microsoft account to continue.";
+/// The step-up button's title.
+pub const STEP_UP_BUTTON: &str = "Approve the sign-in";
+/// What is said instead of a secret in a shared conversation.
+pub const NOT_HERE: &str = "I cannot show this here; write to me in a private chat.";
+
+/// What `kind` says.
+pub fn said(kind: &EventKind) -> Said<'_> {
+    match kind {
+        EventKind::UserMessage { .. } => Said::Nothing,
+        EventKind::BotMessage { text } | EventKind::Progress { text } => Said::Text(text.clone()),
+        EventKind::StepUp { url } => Said::StepUp { url },
+        EventKind::CodeSent { to } => Said::Text(format!("I sent a code to {to}. Type it here.")),
+        EventKind::Secret { secret_id, label } => Said::Secret { label, secret_id },
+        EventKind::ApprovalRequest {
+            request_id,
+            requester,
+            reason,
+            kind,
+            ..
+        } => {
+            let what = if kind == "manager-confirmation" {
+                "confirm that this is really them"
+            } else {
+                "approve their request"
+            };
+            Said::Approval {
+                text: format!("{requester} asks you to {what}: {reason}"),
+                request_id,
+            }
+        }
+        EventKind::RequestAnswered { approved, .. } => Said::Text(
+            if *approved {
+                "Thank you: recorded as approved."
+            } else {
+                "Thank you: recorded as refused."
+            }
+            .to_owned(),
+        ),
+        EventKind::Resolved { summary } => Said::Text(summary.clone()),
+        EventKind::Cancelled => Said::Text("Cancelled.".to_owned()),
+        EventKind::Escalated { reason } => {
+            Said::Text(format!("I handed this to the help desk: {reason}"))
+        }
+    }
+}
+
+/// The secret `secret_id` of `speaker`, taken from `engine` (shown once):
+/// `shown(secret)` when it is there, else a line saying it is gone.
+pub fn reveal(
+    engine: &Engine,
+    speaker: &Speaker,
+    label: &str,
+    secret_id: &str,
+    shown: impl FnOnce(&str) -> String,
+) -> String {
+    match engine.take_secret(speaker, secret_id) {
+        Some(secret) => shown(secret.expose()),
+        None => format!("{label} was already shown or has expired."),
+    }
+}
 
 /// A channel that posts events.
 pub trait Transport: Send + Sync + 'static {

@@ -74,7 +74,9 @@ use tokio::net::TcpListener;
 use crate::config::{ConfigError, SlackConfig};
 use crate::conversation::{Engine, Event, EventKind, Speaker};
 use crate::ids::UserId;
-use crate::outbox::{Outbox, Transport};
+use crate::outbox::{
+    NOT_HERE, Outbox, STEP_UP_BUTTON, STEP_UP_TEXT, Said, Transport, reveal, said,
+};
 use crate::service::Service;
 use crate::tenant::TenantId;
 
@@ -382,58 +384,35 @@ impl SlackSender {
         channel: &str,
         kind: &EventKind,
     ) -> Option<(String, Option<Value>)> {
-        let text = match kind {
-            EventKind::UserMessage { .. } => return None,
-            EventKind::BotMessage { text } | EventKind::Progress { text } => escape(text),
-            EventKind::StepUp { url } => {
-                let text = "Approve the sign-in with your Microsoft account to continue.";
+        Some(match said(kind) {
+            Said::Nothing => return None,
+            Said::Text(text) => (escape(&text), None),
+            Said::StepUp { url } => {
                 let blocks = json!([
-                    { "type": "section", "text": { "type": "mrkdwn", "text": text } },
+                    { "type": "section", "text": { "type": "mrkdwn", "text": STEP_UP_TEXT } },
                     { "type": "actions", "elements": [{
                         "type": "button", "action_id": "step-up",
-                        "text": { "type": "plain_text", "text": "Approve the sign-in" },
+                        "text": { "type": "plain_text", "text": STEP_UP_BUTTON },
                         "url": url, "style": "primary"
                     }]}
                 ]);
-                return Some((text.to_owned(), Some(blocks)));
+                (STEP_UP_TEXT.to_owned(), Some(blocks))
             }
-            EventKind::CodeSent { to } => {
-                format!("I sent a code to {}. Type it here.", escape(to))
+            // Only a direct message channel (Slack gives them `D` ids).
+            Said::Secret { .. } if !channel.starts_with('D') => {
+                tracing::warn!("slack: a secret was not posted: {channel} is not a DM");
+                (NOT_HERE.to_owned(), None)
             }
-            EventKind::Secret { secret_id, label } => {
-                // Only a direct message channel (Slack gives them `D` ids).
-                if !channel.starts_with('D') {
-                    tracing::warn!("slack: a secret was not posted: {channel} is not a DM");
-                    return Some((
-                        "I cannot show this here; write to me in a direct message.".to_owned(),
-                        None,
-                    ));
-                }
-                return Some(match engine.take_secret(speaker, secret_id) {
-                    Some(secret) => (format!("{}: `{}`", escape(label), secret.expose()), None),
-                    None => (
-                        format!("{} was already shown or has expired.", escape(label)),
-                        None,
-                    ),
+            // The secret itself is not escaped: Slack shows it as sent.
+            Said::Secret { label, secret_id } => {
+                let label = escape(label);
+                let shown = reveal(engine, speaker, &label, secret_id, |secret| {
+                    format!("{label}: `{secret}`")
                 });
+                (shown, None)
             }
-            EventKind::ApprovalRequest {
-                request_id,
-                requester,
-                reason,
-                kind,
-                ..
-            } => {
-                let what = if kind == "manager-confirmation" {
-                    "confirm that this is really them"
-                } else {
-                    "approve their request"
-                };
-                let text = format!(
-                    "{} asks you to {what}: {}",
-                    escape(requester),
-                    escape(reason)
-                );
+            Said::Approval { text, request_id } => {
+                let text = escape(&text);
                 let blocks = json!([
                     { "type": "section", "text": { "type": "mrkdwn", "text": text } },
                     { "type": "actions", "elements": [
@@ -443,22 +422,9 @@ impl SlackSender {
                           "style": "danger", "text": { "type": "plain_text", "text": "Refuse" } }
                     ]}
                 ]);
-                return Some((text, Some(blocks)));
+                (text, Some(blocks))
             }
-            EventKind::RequestAnswered { approved, .. } => {
-                if *approved {
-                    "Thank you: recorded as approved.".to_owned()
-                } else {
-                    "Thank you: recorded as refused.".to_owned()
-                }
-            }
-            EventKind::Resolved { summary } => escape(summary),
-            EventKind::Cancelled => "Cancelled.".to_owned(),
-            EventKind::Escalated { reason } => {
-                format!("I handed this to the help desk: {}", escape(reason))
-            }
-        };
-        Some((text, None))
+        })
     }
 }
 

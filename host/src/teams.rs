@@ -65,7 +65,7 @@ use crate::config::{ConfigError, TeamsConfig};
 use crate::conversation::{Engine, Event, EventKind, Speaker};
 use crate::graph::Secret;
 use crate::ids::UserId;
-use crate::outbox::{Outbox, Transport};
+use crate::outbox::{NOT_HERE, Outbox, STEP_UP_TEXT, Said, Transport, reveal, said};
 use crate::sdk::Channel;
 use crate::service::Service;
 use crate::tenant::TenantId;
@@ -184,57 +184,28 @@ impl TeamsSender {
         to: &ConversationRef,
         kind: &EventKind,
     ) -> Option<(String, Option<Value>)> {
-        let text = match kind {
-            EventKind::UserMessage { .. } => return None,
-            EventKind::BotMessage { text } | EventKind::Progress { text } => text.clone(),
-            EventKind::StepUp { url } => {
-                let text = "Approve the sign-in with your Microsoft account to continue.";
-                return Some((text.to_owned(), Some(cards::step_up(text, url))));
+        Some(match said(kind) {
+            Said::Nothing => return None,
+            Said::Text(text) => (text, None),
+            Said::StepUp { url } => (
+                STEP_UP_TEXT.to_owned(),
+                Some(cards::step_up(STEP_UP_TEXT, url)),
+            ),
+            Said::Secret { .. } if !to.personal => {
+                tracing::warn!("teams: a secret was not posted: the conversation is shared");
+                (NOT_HERE.to_owned(), None)
             }
-            EventKind::CodeSent { to } => format!("I sent a code to {to}. Type it here."),
-            EventKind::Secret { secret_id, label } => {
-                if !to.personal {
-                    tracing::warn!("teams: a secret was not posted: the conversation is shared");
-                    return Some((
-                        "I cannot show this here; write to me in a private chat.".to_owned(),
-                        None,
-                    ));
-                }
-                return Some(match engine.take_secret(speaker, secret_id) {
-                    Some(secret) => (format!("{label}: {}", secret.expose()), None),
-                    None => (format!("{label} was already shown or has expired."), None),
-                });
-            }
-            EventKind::ApprovalRequest {
-                request_id,
-                requester,
-                reason,
-                kind,
-                ..
-            } => {
-                let what = if kind == "manager-confirmation" {
-                    "confirm that this is really them"
-                } else {
-                    "approve their request"
-                };
-                let text = format!("{requester} asks you to {what}: {reason}");
+            Said::Secret { label, secret_id } => (
+                reveal(engine, speaker, label, secret_id, |secret| {
+                    format!("{label}: {secret}")
+                }),
+                None,
+            ),
+            Said::Approval { text, request_id } => {
                 let card = cards::approval(&text, request_id);
-                return Some((text, Some(card)));
+                (text, Some(card))
             }
-            EventKind::RequestAnswered { approved, .. } => {
-                if *approved {
-                    "Thank you: recorded as approved.".to_owned()
-                } else {
-                    "Thank you: recorded as refused.".to_owned()
-                }
-            }
-            EventKind::Resolved { summary } => summary.clone(),
-            EventKind::Cancelled => "Cancelled.".to_owned(),
-            EventKind::Escalated { reason } => {
-                format!("I handed this to the help desk: {reason}")
-            }
-        };
-        Some((text, None))
+        })
     }
 }
 

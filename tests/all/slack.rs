@@ -10,10 +10,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use latchkey::sim::model::Method as SimMethod;
 use latchkey::slack::{Slack, SlackSettings};
-use latchkey::web::demo::{Demo, DemoOptions};
-use latchkey_tests::module_bytes;
+use latchkey_tests::temporary_access_pass;
 use reqwest::header::LOCATION;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -136,13 +134,7 @@ struct Running {
 }
 
 async fn start() -> Running {
-    let demo = Demo::start(DemoOptions {
-        port: 0,
-        sim_port: 0,
-        module: module_bytes("policies/default"),
-    })
-    .await
-    .unwrap();
+    let demo = latchkey_tests::demo().await;
     let fake: Shared = Arc::default();
     {
         let mut f = fake.lock().unwrap();
@@ -774,19 +766,7 @@ async fn a_manager_who_never_wrote_gets_the_card_by_email_and_only_their_press_c
             "actions": [{"action_id": "approve", "value": request}]});
         format!("payload={}", urlencode(&payload.to_string()))
     };
-    let tap = |slack: &Running| {
-        slack
-            .sim
-            .tenant()
-            .user(ALEX)
-            .unwrap()
-            .methods
-            .iter()
-            .find_map(|m| match m {
-                SimMethod::TemporaryAccessPass(tap) => Some(tap.secret.clone()),
-                _ => None,
-            })
-    };
+    let tap = |slack: &Running| temporary_access_pass(&slack.sim, ALEX);
     for (user, body) in [("UADELE", press("UADELE")), ("UMEGAN", press("UMEGAN"))] {
         let answer = slack
             .send_signed(

@@ -26,10 +26,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use latchkey::graph::Secret;
-use latchkey::sim::model::Method as SimMethod;
 use latchkey::teams::{Teams, TeamsSettings};
-use latchkey::web::demo::{Demo, DemoOptions};
-use latchkey_tests::{module_bytes, root};
+use latchkey_tests::{root, temporary_access_pass};
 use serde_json::{Value, json};
 
 const APP_ID: &str = "5b0c4ab2-7e11-4c5e-9d4f-2f3c1a9e7d10";
@@ -301,13 +299,7 @@ struct Running {
 /// bot when `with_playground`.
 async fn start(with_playground: bool) -> Running {
     let bin = with_playground.then(playground_bin);
-    let demo = Demo::start(DemoOptions {
-        port: 0,
-        sim_port: 0,
-        module: module_bytes("policies/default"),
-    })
-    .await
-    .unwrap();
+    let demo = latchkey_tests::demo().await;
     let http = reqwest::Client::new();
     let tenant = demo.tenant.as_str().to_owned();
 
@@ -646,18 +638,7 @@ async fn situation_2_through_the_agents_playground_manager_approves_on_a_proacti
         .json()
         .await
         .unwrap();
-    let has_tap = || {
-        t.sim
-            .tenant()
-            .user(ALEX)
-            .unwrap()
-            .methods
-            .iter()
-            .find_map(|m| match m {
-                SimMethod::TemporaryAccessPass(tap) => Some(tap.secret.clone()),
-                _ => None,
-            })
-    };
+    let has_tap = || temporary_access_pass(&t.sim, ALEX);
     let shown = refused.to_string();
     assert!(
         shown.contains("application/vnd.microsoft.card.adaptive") && !shown.contains("Approved"),
@@ -893,18 +874,7 @@ async fn an_action_submit_is_an_answer_only_from_the_approver_and_the_card_is_re
         200
     );
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let tap = |t: &Running| {
-        t.sim
-            .tenant()
-            .user(ALEX)
-            .unwrap()
-            .methods
-            .iter()
-            .find_map(|m| match m {
-                SimMethod::TemporaryAccessPass(tap) => Some(tap.secret.clone()),
-                _ => None,
-            })
-    };
+    let tap = |t: &Running| temporary_access_pass(&t.sim, ALEX);
     assert!(tap(&t).is_none(), "not Adele's to approve");
 
     // Megan submits: the approval, and her card replaced in place.

@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fantoccini::Locator;
-use latchkey::sim::model::Method as SimMethod;
-use latchkey::web::demo::{Demo, DemoOptions};
-use latchkey_tests::module_bytes;
+use latchkey_tests::temporary_access_pass;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use serde_json::{Value, json};
@@ -32,13 +30,7 @@ struct Running {
 }
 
 async fn demo() -> Running {
-    let demo = Demo::start(DemoOptions {
-        port: 0,
-        sim_port: 0,
-        module: module_bytes("policies/default"),
-    })
-    .await
-    .unwrap();
+    let demo = latchkey_tests::demo().await;
     let running = Running {
         url: demo.url.trim_end_matches('/').to_owned(),
         sim: demo.sim.clone(),
@@ -420,14 +412,7 @@ async fn the_manager_confirms_over_the_api_and_only_the_manager_can() {
         .as_str()
         .unwrap()
         .to_owned();
-    let issued = demo
-        .sim
-        .tenant()
-        .user(ALEX)
-        .unwrap()
-        .methods
-        .iter()
-        .any(|m| matches!(m, SimMethod::TemporaryAccessPass(tap) if tap.secret == pass));
+    let issued = temporary_access_pass(&demo.sim, ALEX).is_some_and(|tap| tap == pass);
     assert!(issued, "the pass shown is the one issued");
     let twice = demo.post(&alex, &secret_path, json!({})).await;
     assert_eq!(twice.status(), StatusCode::NOT_FOUND);

@@ -196,3 +196,29 @@ impl TestSim {
         body["access_token"].as_str().unwrap().to_owned()
     }
 }
+
+/// The demo `latchkey demo` starts (the emulator with Contoso, the service
+/// with the default policy, the web chat) on free loopback ports, not yet
+/// serving: the channel tests build on it.
+pub async fn demo() -> latchkey::web::demo::Demo {
+    latchkey::web::demo::Demo::start(latchkey::web::demo::DemoOptions {
+        port: 0,
+        sim_port: 0,
+        module: module_bytes("policies/default"),
+    })
+    .await
+    .unwrap()
+}
+
+/// The secret of `upn`'s Temporary Access Pass in the emulator, if they
+/// have one.
+pub fn temporary_access_pass(sim: &latchkey::sim::Sim, upn: &str) -> Option<String> {
+    sim.tenant()
+        .user(upn)?
+        .methods
+        .iter()
+        .find_map(|m| match m {
+            latchkey::sim::model::Method::TemporaryAccessPass(tap) => Some(tap.secret.clone()),
+            _ => None,
+        })
+}

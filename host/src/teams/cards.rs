@@ -72,7 +72,9 @@ pub fn decided(text: &str) -> Value {
 pub fn step_up(text: &str, url: &str) -> Value {
     card(
         vec![text_block(text)],
-        vec![json!({ "type": "Action.OpenUrl", "title": "Approve the sign-in", "url": url })],
+        vec![
+            json!({ "type": "Action.OpenUrl", "title": crate::outbox::STEP_UP_BUTTON, "url": url }),
+        ],
     )
 }
 
