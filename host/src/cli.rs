@@ -121,6 +121,11 @@ enum PolicyCommand {
         module: PathBuf,
         /// The case corpus (default: cases.json in the crate's directory).
         cases: Option<PathBuf>,
+        /// Keep the compiled module in this directory (created if missing)
+        /// and load it from there next time, as `latchkey serve` does with
+        /// `[policy] cache_dir`.
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
     },
     /// Check every tenant's pinned module as the service loads it: file,
     /// sha256, publisher signature, sandbox. A line per tenant; exit 1 if any
@@ -311,7 +316,11 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
                 println!("{}  {}", ModuleHash::of(&bytes), module.display());
                 Ok(EXIT_OK)
             }
-            PolicyCommand::Test { module, cases } => policy_test(&module, cases.as_deref()),
+            PolicyCommand::Test {
+                module,
+                cases,
+                cache_dir,
+            } => policy_test(&module, cases.as_deref(), cache_dir.as_deref()),
             PolicyCommand::Check { config } => policy_check(&config),
             PolicyCommand::Sign { key, module, out } => policy_sign(&key, &module, out),
             PolicyCommand::Verify {
@@ -363,7 +372,11 @@ fn policy_build(
     Ok(EXIT_OK)
 }
 
-fn policy_test(module: &Path, cases: Option<&Path>) -> Result<u8, CliError> {
+fn policy_test(
+    module: &Path,
+    cases: Option<&Path>,
+    cache_dir: Option<&Path>,
+) -> Result<u8, CliError> {
     let (module_path, cases_path) = if module.is_dir() {
         let built = build::build(module, &BuildOptions::default())
             .map_err(|e| CliError::new(e.to_string()))?;
@@ -380,8 +393,17 @@ fn policy_test(module: &Path, cases: Option<&Path>) -> Result<u8, CliError> {
     let corpus = Corpus::from_json(&read_text(&cases_path)?)
         .map_err(|e| CliError::new(format!("{}: {e}", cases_path.display())))?;
     let bytes = read(&module_path)?;
-    let sandbox = Sandbox::new(Limits::default(), DiskCache::in_memory())
-        .map_err(|e| CliError::new(e.to_string()))?;
+    let cache = match cache_dir {
+        Some(dir) => DiskCache::at(dir).map_err(|e| {
+            CliError::new(format!(
+                "cannot open the cache directory {}: {e}",
+                dir.display()
+            ))
+        })?,
+        None => DiskCache::in_memory(),
+    };
+    let sandbox =
+        Sandbox::new(Limits::default(), cache).map_err(|e| CliError::new(e.to_string()))?;
     let loaded = sandbox
         .load(&bytes)
         .map_err(|e| CliError::new(format!("{}: {e}", module_path.display())))?;

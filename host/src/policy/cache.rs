@@ -49,6 +49,14 @@ impl DiskCache {
         }
     }
 
+    /// A cache keeping precompiled modules in the directory at `path`,
+    /// created if missing: the one place a cache directory is named by path.
+    pub fn at(path: &std::path::Path) -> std::io::Result<DiskCache> {
+        std::fs::create_dir_all(path)?;
+        let dir = Dir::open_ambient_dir(path, cap_std::ambient_authority())?;
+        Ok(DiskCache::in_dir(dir))
+    }
+
     /// A cache that also keeps precompiled modules in `dir`.
     pub fn in_dir(dir: Dir) -> DiskCache {
         DiskCache {

@@ -158,14 +158,11 @@ impl PolicyRegistry {
         };
         let modules = open("the modules directory", &config.modules_dir)?;
         let cache = match &config.cache_dir {
-            Some(path) => {
-                std::fs::create_dir_all(path).map_err(|e| OpenError::Dir {
-                    what: "the cache directory",
-                    path: path.clone(),
-                    error: e.to_string(),
-                })?;
-                DiskCache::in_dir(open("the cache directory", path)?)
-            }
+            Some(path) => DiskCache::at(path).map_err(|e| OpenError::Dir {
+                what: "the cache directory",
+                path: path.clone(),
+                error: e.to_string(),
+            })?,
             None => DiskCache::in_memory(),
         };
         let registry = PolicyRegistry::new(Arc::new(Sandbox::new(limits, cache)?), modules);

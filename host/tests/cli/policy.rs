@@ -60,6 +60,42 @@ fn test_prints_a_line_per_case_and_passes() {
 }
 
 #[test]
+fn test_with_a_cache_dir_keeps_the_compiled_module_and_uses_it_next_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let run = || {
+        latchkey(&[
+            "policy",
+            "test",
+            default_module().to_str().unwrap(),
+            "policies/default/cases.json",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ])
+    };
+    let first = run();
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    let compiled: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .collect();
+    assert_eq!(
+        compiled.len(),
+        1,
+        "the compiled module is kept: {compiled:?}"
+    );
+    let written = std::fs::metadata(&compiled[0]).unwrap().modified().unwrap();
+    let second = run();
+    assert_eq!(second.code, 0, "{}{}", second.stdout, second.stderr);
+    assert_eq!(
+        std::fs::metadata(&compiled[0]).unwrap().modified().unwrap(),
+        written,
+        "loaded from the cache, not compiled and written again"
+    );
+}
+
+#[test]
 fn test_fails_with_exit_1_when_a_case_fails() {
     let dir = tempfile::tempdir().unwrap();
     let cases = dir.path().join("cases.json");
