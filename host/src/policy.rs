@@ -19,7 +19,7 @@ pub use cache::{DiskCache, LoadSource, archived_module};
 pub use evaluation::{Blame, Evaluation, Fault, MAX_REASON_BYTES, TAP_LIFETIME_MINUTES};
 pub use module::{ModuleHash, ParseModuleHashError};
 pub use registry::{Applied, OpenError, PolicyRegistry, Refusal, TenantPolicy};
-pub use sandbox::{Limits, LoadedModule, Sandbox, SandboxError};
+pub use sandbox::{Limits, LoadedModule, Sandbox, SandboxError, WarmInstance};
 
 /// Why the sandbox refused to load a module.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -313,6 +313,72 @@ impl Sandbox {
     }
 }
 
+/// One instance of a module kept across decisions. **For benchmarks only**:
+/// it is the floor a fresh sandbox is measured against. Production never
+/// reuses an instance ([`Sandbox::decide`] makes a fresh one per decision),
+/// because state left by one decision could reach the next.
+pub struct WarmInstance<'a> {
+    call: Box<WarmCall<'a>>,
+}
+
+/// The kept store and instance, behind the one call they answer.
+type WarmCall<'a> = dyn FnMut(&Facts) -> Result<latchkey_policy::Decision, Fault> + 'a;
+
+impl WarmInstance<'_> {
+    /// Decides on `facts` in the kept instance, with a fresh fuel budget and
+    /// deadline. The decision is not checked against the facts.
+    pub fn decide(&mut self, facts: &Facts) -> Result<latchkey_policy::Decision, Fault> {
+        (self.call)(facts)
+    }
+}
+
+impl std::fmt::Debug for WarmInstance<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WarmInstance").finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// Instantiates `module` once, to be called again and again. **For
+    /// benchmarks only** (see [`WarmInstance`]); it holds one pool slot until
+    /// dropped.
+    pub fn warm_instance<'a>(&'a self, module: &LoadedModule) -> Result<WarmInstance<'a>, Fault> {
+        let slot = self.slots.take();
+        let mut store = Store::new(
+            &self.engine,
+            StoreState {
+                limiter: Limiter {
+                    memory_bytes: self.limits.memory_bytes,
+                    table_elements: self.limits.table_elements,
+                    hit: None,
+                },
+            },
+        );
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(self.deadline_ticks);
+        let instance = store
+            .set_fuel(self.limits.fuel)
+            .and_then(|()| module.pre.instantiate(&mut store))
+            .map_err(|e| classify(&e, None))?;
+        let (fuel, ticks) = (self.limits.fuel, self.deadline_ticks);
+        let call = move |facts: &Facts| {
+            let _held = &slot;
+            store.set_epoch_deadline(ticks);
+            store
+                .set_fuel(fuel)
+                .and_then(|()| instance.call_evaluate(&mut store, &bindings::facts_into(facts)))
+                .map(bindings::decision_from)
+                .map_err(|e| {
+                    let hit = store.data_mut().limiter.hit.take();
+                    classify(&e, hit)
+                })
+        };
+        Ok(WarmInstance {
+            call: Box::new(call),
+        })
+    }
+}
+
 /// Maps an error from instantiating or calling a module to its cause.
 fn classify(error: &wasmtime::Error, limit_hit: Option<Fault>) -> Fault {
     if let Some(trap) = error.downcast_ref::<Trap>() {
