@@ -14,7 +14,8 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CRITERION = ROOT / "target" / "criterion"
+# The root workspace's results, and bench/peers' (a workspace of its own).
+CRITERION = [ROOT / "target" / "criterion", ROOT / "bench" / "peers" / "target" / "criterion"]
 
 # (criterion id, what it measures, goal in seconds or None, the peer to compare with)
 ROWS = [
@@ -34,9 +35,7 @@ ROWS = [
 
 def results():
     found = {}
-    if not CRITERION.is_dir():
-        return found
-    for estimates in CRITERION.glob("**/new/estimates.json"):
+    for estimates in (e for d in CRITERION if d.is_dir() for e in d.glob("**/new/estimates.json")):
         meta = estimates.parent / "benchmark.json"
         if not meta.exists():
             continue
@@ -85,9 +84,9 @@ def main():
     cedar = found.get("cedar/is_authorized")
     rego = found.get("regorus/eval_rule")
     out.append(
-        "Commands: `cargo bench -p latchkey-peers --bench side_by_side` (latchkey/, cedar/, "
+        "Commands: `cargo bench --bench side_by_side` in bench/peers (latchkey/, cedar/, "
         "regorus/: the default policy in all three engines on the same facts, their agreement "
-        "checked by `cargo test -p latchkey-peers` on every corpus case and 2,325 more); "
+        "checked by `cargo test` there on every corpus case and 2,325 more); "
         "`cargo bench -p latchkey --bench decision` (decision/, runaway/); "
         "`cargo bench -p latchkey --bench cold_start`; `cargo bench -p latchkey --bench investigate`.\n"
     )

@@ -15,7 +15,7 @@
 //! approval, escalate); `tests/equivalence.rs` checks that all engines agree
 //! on them and on the rest of the corpus.
 //!
-//! Run with `cargo bench -p latchkey-peers --bench side_by_side` (medians in
+//! Run with `cargo bench --bench side_by_side` in bench/peers (medians in
 //! `target/criterion/<group>/<bench>/new/estimates.json`; see RESULTS.md).
 
 use std::hint::black_box;

@@ -2,7 +2,7 @@
 //! engines people would pick instead, Cedar ([`cedar`]) and Rego for
 //! regorus ([`rego`]), so that the three can be checked equivalent on the
 //! default policy's corpus and benchmarked side by side on the same facts
-//! (`cargo bench -p latchkey-peers --bench side_by_side`).
+//! (`cargo bench --bench side_by_side` in bench/peers).
 //!
 //! Each engine's answer is reduced to an [`Outcome`]: the kind, the allowed
 //! actions and their limits, the verification alternatives, the approver.
