@@ -11,8 +11,7 @@ use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use latchkey::slack::{Slack, SlackSettings};
-use latchkey_tests::temporary_access_pass;
-use reqwest::header::LOCATION;
+use latchkey_tests::{emulator_sign_in, temporary_access_pass};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
@@ -302,70 +301,7 @@ impl Running {
     /// Authenticator (approved through the simulated phone): the redirect
     /// back to the web chat's callback.
     async fn sign_in_at_emulator(&self, authorize_url: &str, upn: &str) -> String {
-        let password = self.sim.tenant().user(upn).unwrap().password.clone();
-        let url = reqwest::Url::parse(authorize_url).unwrap();
-        assert_eq!(
-            self.http.get(url.clone()).send().await.unwrap().status(),
-            200
-        );
-        let mut form: Vec<(String, String)> = url.query_pairs().into_owned().collect();
-        form.push(("step".into(), "password".into()));
-        form.push(("username".into(), upn.into()));
-        form.push(("password".into(), password));
-        let mut action = url.clone();
-        action.set_query(None);
-        let submitted = self.http.post(action).form(&form).send().await.unwrap();
-        let location = submitted.headers()[LOCATION].to_str().unwrap().to_owned();
-        assert!(location.contains("/authorize/mfa/"), "{location}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let pending: Value = self
-                .http
-                .get(format!(
-                    "{}/_sim/authenticator/pending",
-                    self.sim.base_url()
-                ))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let found = pending["value"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|a| a["user"] == upn)
-                .cloned();
-            if let Some(approval) = found {
-                let answered = self
-                    .http
-                    .post(format!(
-                        "{}/_sim/authenticator/{}",
-                        self.sim.base_url(),
-                        approval["id"].as_str().unwrap()
-                    ))
-                    .json(&json!({"approve": true, "number": approval["number"]}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(answered.status(), 200);
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no Authenticator request for {upn}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let waiting = self
-            .http
-            .get(format!("{}{location}", self.sim.base_url()))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(waiting.status(), 302);
-        waiting.headers()[LOCATION].to_str().unwrap().to_owned()
+        emulator_sign_in(&self.http, &self.sim, authorize_url, upn, "password").await
     }
 }
 

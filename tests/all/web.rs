@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fantoccini::Locator;
-use latchkey_tests::temporary_access_pass;
+use latchkey_tests::{approve_on_phone, emulator_sign_in, temporary_access_pass};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use serde_json::{Value, json};
@@ -75,90 +75,12 @@ impl Running {
     }
 
     async fn sign_in_with(&self, authorize_url: &str, upn: &str, step: &str) -> String {
-        let password = self.sim.tenant().user(upn).unwrap().password.clone();
-        let url = reqwest::Url::parse(authorize_url).unwrap();
-        let page = self.http.get(url.clone()).send().await.unwrap();
-        assert_eq!(page.status(), 200, "the sign-in page");
-        // The form's hidden fields are the authorize request's parameters.
-        let mut form: Vec<(String, String)> = url.query_pairs().into_owned().collect();
-        form.push(("step".into(), step.into()));
-        form.push(("username".into(), upn.into()));
-        if step == "password" {
-            form.push(("password".into(), password));
-        }
-        let mut action = url.clone();
-        action.set_query(None);
-        let submitted = self.http.post(action).form(&form).send().await.unwrap();
-        let location = submitted
-            .headers()
-            .get(LOCATION)
-            .unwrap_or_else(|| panic!("no redirect after the {step} step: {}", submitted.status()))
-            .to_str()
-            .unwrap()
-            .to_owned();
-        if !location.contains("/authorize/mfa/") {
-            return location;
-        }
-        self.approve_on_phone(upn).await;
-        let waiting = self
-            .http
-            .get(format!("{}{location}", self.sim.base_url()))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(waiting.status(), 302, "back to the app once approved");
-        waiting
-            .headers()
-            .get(LOCATION)
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_owned()
+        emulator_sign_in(&self.http, &self.sim, authorize_url, upn, step).await
     }
 
     /// Approves `upn`'s pending Authenticator request, as the phone would.
     async fn approve_on_phone(&self, upn: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let pending: Value = self
-                .http
-                .get(format!(
-                    "{}/_sim/authenticator/pending",
-                    self.sim.base_url()
-                ))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let found = pending["value"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|a| a["user"] == upn)
-                .cloned();
-            if let Some(approval) = found {
-                let answered = self
-                    .http
-                    .post(format!(
-                        "{}/_sim/authenticator/{}",
-                        self.sim.base_url(),
-                        approval["id"].as_str().unwrap()
-                    ))
-                    .json(&json!({"approve": true, "number": approval["number"]}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(answered.status(), 200);
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no Authenticator request for {upn}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        approve_on_phone(&self.http, &self.sim, upn).await
     }
 
     /// Signs in through the JSON API as `upn`; returns the session token.

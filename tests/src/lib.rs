@@ -6,11 +6,14 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use latchkey::policy::build::{self, BuildOptions, Built};
 use latchkey::policy::{DiskCache, Limits, Sandbox};
 use latchkey_policy::Facts;
 use latchkey_policy::corpus::Corpus;
+use reqwest::header::LOCATION;
+use serde_json::{Value, json};
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -221,4 +224,96 @@ pub fn temporary_access_pass(sim: &latchkey::sim::Sim, upn: &str) -> Option<Stri
             latchkey::sim::model::Method::TemporaryAccessPass(tap) => Some(tap.secret.clone()),
             _ => None,
         })
+}
+
+/// Drives the emulator's sign-in at `authorize_url` as `upn` with `step`
+/// (`password`, or `passwordless` for phone sign-in), then the Authenticator
+/// (approved through the simulated phone's API) when the user has one.
+/// Returns the redirect back to the app (`.../callback?code=...&state=...`).
+/// `http` must not follow redirects.
+pub async fn emulator_sign_in(
+    http: &reqwest::Client,
+    sim: &latchkey::sim::Sim,
+    authorize_url: &str,
+    upn: &str,
+    step: &str,
+) -> String {
+    let password = sim.tenant().user(upn).unwrap().password.clone();
+    let url = reqwest::Url::parse(authorize_url).unwrap();
+    let page = http.get(url.clone()).send().await.unwrap();
+    assert_eq!(page.status(), 200, "the sign-in page");
+    // The form's hidden fields are the authorize request's parameters.
+    let mut form: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    form.push(("step".into(), step.into()));
+    form.push(("username".into(), upn.into()));
+    if step == "password" {
+        form.push(("password".into(), password));
+    }
+    let mut action = url.clone();
+    action.set_query(None);
+    let submitted = http.post(action).form(&form).send().await.unwrap();
+    let location = submitted
+        .headers()
+        .get(LOCATION)
+        .unwrap_or_else(|| panic!("no redirect after the {step} step: {}", submitted.status()))
+        .to_str()
+        .unwrap()
+        .to_owned();
+    if !location.contains("/authorize/mfa/") {
+        return location;
+    }
+    approve_on_phone(http, sim, upn).await;
+    let waiting = http
+        .get(format!("{}{location}", sim.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(waiting.status(), 302, "back to the app once approved");
+    waiting
+        .headers()
+        .get(LOCATION)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Approves `upn`'s pending Authenticator request, as the phone would.
+pub async fn approve_on_phone(http: &reqwest::Client, sim: &latchkey::sim::Sim, upn: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pending: Value = http
+            .get(format!("{}/_sim/authenticator/pending", sim.base_url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let found = pending["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["user"] == upn)
+            .cloned();
+        if let Some(approval) = found {
+            let answered = http
+                .post(format!(
+                    "{}/_sim/authenticator/{}",
+                    sim.base_url(),
+                    approval["id"].as_str().unwrap()
+                ))
+                .json(&json!({"approve": true, "number": approval["number"]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answered.status(), 200);
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Authenticator request for {upn}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
