@@ -75,13 +75,26 @@
 //! # Storage
 //!
 //! SQLite through sqlx is the embedded default: the file is created if
-//! missing, in WAL mode with `synchronous = FULL` (an intent must be on disk
-//! before the Graph write it announces) and foreign keys on; migrations are
-//! embedded. Each process has one writer at a time (a tokio mutex), and each
-//! append reads the chain's head and inserts in one `BEGIN IMMEDIATE`
-//! transaction, so other processes sharing the file queue behind it; the
-//! unique `(tenant, seq)` index is the backstop, turning a lost race into an
-//! error instead of a fork.
+//! missing, in WAL mode with foreign keys on; migrations are embedded.
+//! Appends commit with `synchronous = FULL`: an append returns only once
+//! its entry is on disk, so an intent is durable before the Graph write it
+//! announces. Each process has one writer at a time (a tokio mutex), and
+//! appends are **group-committed**: whoever holds the writer writes every
+//! append queued meanwhile, each reading its chain's head and inserting, in
+//! one `BEGIN IMMEDIATE` transaction with one fsync, then answers each
+//! caller (an append that fails its own checks, an outcome for an entry
+//! that is not an intent, fails alone; a database failure fails the
+//! group). Other processes sharing the file queue behind the transaction;
+//! the unique `(tenant, seq)` index is the backstop, turning a lost race
+//! into an error instead of a fork.
+//!
+//! The state kept beside the log in the same file (conversations, pending
+//! verifications, approvals, receipt nonces; [`AuditLog::pool`]) commits
+//! with `synchronous = NORMAL`: no fsync of its own. WAL frames reach the
+//! disk in order, so such a commit is durable once the next append commits;
+//! every Graph write is preceded by an intent, so whatever led to it (the
+//! nonce consumed included) is on disk before it happens. A crash can lose
+//! a conversation's last turn, never an entry.
 //!
 //! The SQL is kept portable (`$n` placeholders, row-value comparisons,
 //! `RETURNING`, `NOT EXISTS`) so that a PostgreSQL backend for several
@@ -245,13 +258,31 @@ pub enum Scope<'a> {
 /// of tasks are serialised, reads are not.
 #[derive(Debug)]
 pub struct AuditLog {
+    /// Appends (synchronous FULL) and the log's own reads.
     pool: SqlitePool,
+    /// The state beside the log (synchronous NORMAL): see "Storage".
+    state: SqlitePool,
     path: PathBuf,
     /// The single writer of this process: appends to a chain must not
     /// interleave, or two entries would claim the same predecessor.
-    writer: Mutex<()>,
+    writer: std::sync::Arc<Mutex<()>>,
+    /// Appends waiting for the writer (see "Storage": group commit).
+    queue: std::sync::Mutex<Vec<Queued>>,
     grace: Duration,
 }
+
+/// An append waiting to be written, and where its answer goes.
+#[derive(Debug)]
+struct Queued {
+    tenant: TenantId,
+    kind: Kind,
+    body: Value,
+    answers: Option<i64>,
+    done: tokio::sync::oneshot::Sender<Result<EntryId, AuditError>>,
+}
+
+/// The most appends written in one transaction.
+const MAX_GROUP: usize = 512;
 
 impl AuditLog {
     /// Opens the log at `path`, creating the file and schema if missing.
@@ -262,14 +293,15 @@ impl AuditLog {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true);
+        let open_error = |source| AuditError::Open {
+            path: path.to_owned(),
+            source,
+        };
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
-            .map_err(|source| AuditError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
+            .map_err(open_error)?;
         MIGRATOR
             .run(&pool)
             .await
@@ -277,7 +309,14 @@ impl AuditLog {
                 path: path.to_owned(),
                 source,
             })?;
-        Ok(AuditLog::with_pool(pool, path))
+        let state = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.synchronous(SqliteSynchronous::Normal))
+            .await
+            .map_err(open_error)?;
+        let mut log = AuditLog::with_pool(pool, path);
+        log.state = state;
+        Ok(log)
     }
 
     /// Opens an existing log for reading only: no file is created, no
@@ -317,9 +356,11 @@ impl AuditLog {
 
     fn with_pool(pool: SqlitePool, path: &Path) -> AuditLog {
         AuditLog {
+            state: pool.clone(),
             pool,
             path: path.to_owned(),
-            writer: Mutex::new(()),
+            writer: std::sync::Arc::new(Mutex::new(())),
+            queue: std::sync::Mutex::new(Vec::new()),
             grace: DEFAULT_RECONCILE_GRACE,
         }
     }
@@ -336,15 +377,18 @@ impl AuditLog {
         &self.path
     }
 
-    /// The connection pool, for the stores that share the log's database
-    /// (the receipt nonces); every migration in `host/migrations` has run on
-    /// it when the log was opened with [`AuditLog::open`].
+    /// The connection pool for the state kept beside the log in its
+    /// database (conversations, verifications, approvals, receipt nonces),
+    /// committing with `synchronous = NORMAL` (see the module's "Storage"
+    /// for why that is safe); every migration in `host/migrations` has run
+    /// on it when the log was opened with [`AuditLog::open`].
     pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+        &self.state
     }
 
     /// Closes the connections, letting SQLite checkpoint its write-ahead log.
     pub async fn close(self) {
+        self.state.close().await;
         self.pool.close().await;
     }
 
@@ -441,6 +485,25 @@ impl AuditLog {
                 _ => return Ok(out),
             }
         }
+    }
+
+    /// How many entries of each kind (by its stored name, as
+    /// [`Kind::as_str`]) a tenant's chain holds; kinds it has none of are
+    /// absent.
+    pub async fn counts(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<std::collections::BTreeMap<String, u64>, AuditError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT kind, COUNT(*) FROM audit_entries WHERE tenant = $1 GROUP BY kind",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(kind, n)| (kind, u64::try_from(n).unwrap_or(0)))
+            .collect())
     }
 
     /// The newest `limit` entries of a tenant's chain, newest first (for the
@@ -560,8 +623,8 @@ impl AuditLog {
         Ok(lines)
     }
 
-    /// Appends under the writer lock, in one write transaction: read the
-    /// chain's head, hash, insert.
+    /// Queues an append and waits until it is on disk: the first caller to
+    /// take the writer lock writes everything queued (see "Storage").
     async fn write(
         &self,
         tenant: &TenantId,
@@ -569,12 +632,101 @@ impl AuditLog {
         body: Value,
         answers: Option<i64>,
     ) -> Result<EntryId, AuditError> {
-        let _writer = self.writer.lock().await;
-        // Taken under the lock, so that times rise with seq within a process.
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.queued().push(Queued {
+            tenant: tenant.clone(),
+            kind,
+            body,
+            answers,
+            done,
+        });
+        let mut answer = answer;
+        loop {
+            let writer = std::sync::Arc::clone(&self.writer).lock_owned().await;
+            // Written by whoever held the writer before.
+            if let Ok(result) = answer.try_recv() {
+                return result;
+            }
+            let group: Vec<Queued> = {
+                let mut queue = self.queued();
+                let n = queue.len().min(MAX_GROUP);
+                queue.drain(..n).collect()
+            };
+            // Spawned, so that a caller that stops waiting cannot abandon
+            // the others' appends halfway; the lock is held until it ends.
+            let pool = self.pool.clone();
+            let _ = tokio::spawn(async move {
+                let _writer = writer;
+                commit_group(&pool, group).await;
+            })
+            .await;
+            if let Ok(result) = answer.try_recv() {
+                return result;
+            }
+            // More than MAX_GROUP were queued ahead of this one: go again.
+        }
+    }
+
+    fn queued(&self) -> std::sync::MutexGuard<'_, Vec<Queued>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Writes `group` in one transaction and answers each append. A failure of
+/// one append's own checks fails it alone; a database failure fails all.
+async fn commit_group(pool: &SqlitePool, group: Vec<Queued>) {
+    let mut results = Vec::with_capacity(group.len());
+    let committed = async {
+        // IMMEDIATE takes SQLite's write lock now rather than at the first
+        // INSERT, so another process cannot read the same heads in between.
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        for queued in &group {
+            match write_one(&mut tx, queued).await {
+                Err(AuditError::Database(e)) => return Err(e),
+                result => results.push(result),
+            }
+        }
+        tx.commit().await
+    }
+    .await;
+    match committed {
+        Ok(()) => {
+            for (queued, result) in group.into_iter().zip(results) {
+                let _ = queued.done.send(result);
+            }
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            for queued in group {
+                let _ = queued
+                    .done
+                    .send(Err(AuditError::Database(sqlx::Error::Protocol(format!(
+                        "the group commit failed: {reason}"
+                    )))));
+            }
+        }
+    }
+}
+
+/// One append inside the group's transaction: read the chain's head (which
+/// sees the group's earlier inserts), hash, insert.
+async fn write_one(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    queued: &Queued,
+) -> Result<EntryId, AuditError> {
+    let Queued {
+        tenant,
+        kind,
+        body,
+        answers,
+        ..
+    } = queued;
+    let (tenant, kind, answers) = (tenant, *kind, *answers);
+    let body = body.clone();
+    {
+        // Taken under the writer, so that times rise with seq within a process.
         let at = unix_ms(SystemTime::now())?;
-        // IMMEDIATE takes SQLite's write lock now rather than at the INSERT,
-        // so another process cannot read the same head in between.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let tx = &mut **tx;
         let body = match answers {
             None => body,
             Some(intent_seq) => {
@@ -642,10 +794,11 @@ impl AuditLog {
         .bind(answers)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
         Ok(EntryId::new(tenant.clone(), seq_from_sql(seq)))
     }
+}
 
+impl AuditLog {
     /// Up to [`PAGE`] rows after `after` = (tenant, seq, row), in chain order.
     async fn page(
         &self,

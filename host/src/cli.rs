@@ -50,6 +50,34 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         module: Option<PathBuf>,
     },
+    /// Load-test the service: simulated users resolving situations through
+    /// the web chat's API against the emulator, with Latchkey's own time,
+    /// throughput, memory and the activity log checked (see the README's
+    /// Performance section). Exit 1 if any resolution failed or any entry
+    /// is missing.
+    #[cfg(feature = "sim")]
+    Loadtest {
+        /// Simulated users at once.
+        #[arg(long, default_value_t = 50)]
+        users: usize,
+        /// Resolutions in all (one synthetic account each); default: four
+        /// per user, at least 200.
+        #[arg(long)]
+        resolutions: Option<usize>,
+        /// Latency the emulator adds to every Graph request, in ms.
+        #[arg(long, default_value_t = 0, value_name = "MS")]
+        graph_latency_ms: u64,
+        /// The policy module the tenant runs; by default the one built from
+        /// policies/default.
+        #[arg(long, value_name = "FILE")]
+        module: Option<PathBuf>,
+        /// Print the report as JSON (for bench/report.py) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// No progress bars.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Build, test, hash, sign and verify policy modules.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -305,6 +333,25 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             sim_port,
             module,
         } => demo(port, sim_port, module.as_deref()),
+        #[cfg(feature = "sim")]
+        Command::Loadtest {
+            users,
+            resolutions,
+            graph_latency_ms,
+            module,
+            json,
+            quiet,
+        } => loadtest(
+            crate::loadtest::Options {
+                users,
+                resolutions: resolutions.unwrap_or_else(|| users.saturating_mul(4).max(200)),
+                graph_latency_ms,
+                module: Vec::new(),
+                progress: !quiet,
+            },
+            module.as_deref(),
+            json,
+        ),
         Command::Policy(command) => match command {
             PolicyCommand::Build {
                 crate_dir,
@@ -871,7 +918,8 @@ fn serve(config_path: &Path, check: bool) -> Result<u8, CliError> {
                     "web chat listening on http://{addr}/ (tenant {})",
                     web.tenant
                 );
-                let chat = crate::web::WebChat::new(Arc::clone(&engine), web.tenant);
+                let chat = crate::web::WebChat::new(Arc::clone(&engine), web.tenant)
+                    .with_server_timing(web.server_timing);
                 Some((Arc::new(chat), bound))
             }
             None => {
@@ -1066,6 +1114,44 @@ fn demo(port: u16, sim_port: u16, module: Option<&Path>) -> Result<u8, CliError>
             .map_err(|e| CliError::new(e.to_string()))?;
         println!("latchkey demo stopped");
         Ok(EXIT_OK)
+    })
+}
+
+#[cfg(feature = "sim")]
+fn loadtest(
+    mut options: crate::loadtest::Options,
+    module: Option<&Path>,
+    json: bool,
+) -> Result<u8, CliError> {
+    // Bad options are refused before the default policy is built.
+    options.check().map_err(|e| CliError::new(e.to_string()))?;
+    options.module = match module {
+        Some(path) => read(path)?,
+        None => {
+            eprintln!(
+                "building the default policy (policies/default); the first build takes a minute"
+            );
+            crate::web::demo::default_policy().map_err(|e| CliError::new(e.to_string()))?
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(format!("cannot start the runtime: {e}")))?;
+    let report = runtime
+        .block_on(crate::loadtest::run(&options))
+        .map_err(|e| CliError::new(e.to_string()))?;
+    if json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| CliError::new(format!("writing the report: {e}")))?;
+        println!("{text}");
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(if report.is_clean() {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
     })
 }
 

@@ -42,6 +42,10 @@
 //! # exactly one is configured. It must have a `sign_in` table: that is how
 //! # they sign in.
 //! tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+//! # Answers carry a Server-Timing header ("total" and "upstream", the part
+//! # spent waiting on Microsoft, in ms), as `latchkey loadtest` reads.
+//! # Default false.
+//! server_timing = false
 //!
 //! # The Slack channel (`crate::slack`). Without this table `latchkey serve`
 //! # serves no Slack routes. Secrets are never inline: each comes from a file
@@ -316,6 +320,10 @@ pub struct WebConfig {
     pub allow_remote: bool,
     /// The tenant it serves: the one named, else the only tenant configured.
     pub tenant: TenantId,
+    /// Whether answers carry a `Server-Timing` header with the request's
+    /// time and the part of it spent waiting on Microsoft (what `latchkey
+    /// loadtest` reads). Default false.
+    pub server_timing: bool,
 }
 
 /// One tenant's settings: `[tenants.<guid>]`.
@@ -792,6 +800,7 @@ struct RawWeb {
     listen: SocketAddr,
     allow_remote: bool,
     tenant: Option<TenantId>,
+    server_timing: bool,
 }
 
 #[derive(Deserialize)]
@@ -803,6 +812,8 @@ struct RawWebFields {
     allow_remote: bool,
     #[serde(default)]
     tenant: Option<TenantId>,
+    #[serde(default)]
+    server_timing: bool,
 }
 
 impl TryFrom<RawWebFields> for RawWeb {
@@ -820,6 +831,7 @@ impl TryFrom<RawWebFields> for RawWeb {
             listen,
             allow_remote: raw.allow_remote,
             tenant: raw.tenant,
+            server_timing: raw.server_timing,
         })
     }
 }
@@ -1285,6 +1297,7 @@ impl Config {
                     listen: w.listen,
                     allow_remote: w.allow_remote,
                     tenant,
+                    server_timing: w.server_timing,
                 })
             })
             .transpose()?;

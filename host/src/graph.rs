@@ -572,7 +572,10 @@ impl GraphClient {
                 }
                 (Step::Retry(wait), _) => {
                     attempt.retries += 1;
-                    tokio::time::sleep(wait).instrument(span).await;
+                    // Graph asked for the pause: its time, not ours.
+                    crate::upstream::waiting(tokio::time::sleep(wait))
+                        .instrument(span)
+                        .await;
                 }
             }
         }
@@ -746,22 +749,26 @@ impl From<reqwest::Error> for Failure {
 }
 
 /// Sends `request` and reads the whole answer, up to [`MAX_RESPONSE_BYTES`].
+/// Counted as time waiting on Microsoft ([`crate::upstream`]).
 pub(crate) async fn exchange(request: RequestBuilder) -> Result<Answer, Failure> {
-    let mut response = request.send().await?;
-    let status = response.status();
-    let headers = std::mem::take(response.headers_mut());
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(Failure::TooLarge);
+    crate::upstream::waiting(async move {
+        let mut response = request.send().await?;
+        let status = response.status();
+        let headers = std::mem::take(response.headers_mut());
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(Failure::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Answer {
-        status,
-        headers,
-        body,
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
     })
+    .await
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {

@@ -117,17 +117,20 @@ fn find(keys: &[SigningKey], kid: &str) -> Option<SigningKey> {
 /// A JSON document of at most [`MAX_DOCUMENT_BYTES`] from `url`.
 pub async fn fetch_json(http: &reqwest::Client, url: &str) -> Result<Value, JwksError> {
     let unavailable = |reason: String| JwksError::Unavailable(format!("{url}: {reason}"));
-    let response = http
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| unavailable(e.without_url().to_string()))?;
-    if !response.status().is_success() {
-        return Err(unavailable(format!("HTTP {}", response.status())));
-    }
-    let body = read_limited(response, MAX_DOCUMENT_BYTES)
-        .await
-        .map_err(unavailable)?;
+    let body = crate::upstream::waiting(async {
+        let response = http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| unavailable(e.without_url().to_string()))?;
+        if !response.status().is_success() {
+            return Err(unavailable(format!("HTTP {}", response.status())));
+        }
+        read_limited(response, MAX_DOCUMENT_BYTES)
+            .await
+            .map_err(unavailable)
+    })
+    .await?;
     serde_json::from_slice(&body).map_err(|e| unavailable(format!("not JSON: {e}")))
 }
 

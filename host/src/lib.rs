@@ -41,6 +41,8 @@ pub mod ids;
 pub mod investigator;
 pub mod jwks;
 pub mod keys;
+#[cfg(feature = "sim")]
+pub mod loadtest;
 pub mod outbox;
 pub mod policy;
 pub mod receipt;
@@ -51,6 +53,7 @@ pub mod sim;
 pub mod slack;
 pub mod teams;
 pub mod tenant;
+pub mod upstream;
 pub mod verification;
 pub mod web;
 

@@ -14,6 +14,7 @@
 //! and [`model`] (the tenant).
 
 pub mod auth;
+pub mod browser;
 pub mod control;
 pub mod directory;
 pub mod error;

@@ -100,6 +100,7 @@ pub struct WebChat {
     engine: Arc<Engine>,
     tenant: TenantId,
     sessions: Sessions,
+    server_timing: bool,
 }
 
 impl std::fmt::Debug for WebChat {
@@ -118,7 +119,18 @@ impl WebChat {
             engine,
             tenant,
             sessions: Sessions::default(),
+            server_timing: false,
         }
+    }
+
+    /// With `on`, every answer carries a `Server-Timing` header: `total`,
+    /// the time the request took in the service, and `upstream`, the part
+    /// of it spent waiting on Microsoft Graph and Entra
+    /// ([`crate::upstream`]), both in milliseconds. `total - upstream` is
+    /// Latchkey's own time; `latchkey loadtest` reads it.
+    pub fn with_server_timing(mut self, on: bool) -> WebChat {
+        self.server_timing = on;
+        self
     }
 
     /// The web chat for `tenant` over `service`, with its own verifier and
@@ -171,7 +183,8 @@ impl WebChat {
 
 /// The web chat's routes around `chat`. Tests call this without a socket.
 pub fn app(chat: Arc<WebChat>) -> Router {
-    Router::new()
+    let server_timing = chat.server_timing;
+    let router = Router::new()
         .route("/", get(pages::index))
         .route("/chat.js", get(pages::script))
         .route("/chat.css", get(pages::style))
@@ -190,7 +203,12 @@ pub fn app(chat: Arc<WebChat>) -> Router {
         .layer(middleware::from_fn(same_site_posts))
         .layer(middleware::from_fn(limit_body))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(request_span))
+        .layer(middleware::from_fn(request_span));
+    if server_timing {
+        router.layer(middleware::from_fn(add_server_timing))
+    } else {
+        router
+    }
 }
 
 async fn not_found() -> WebError {
@@ -203,6 +221,27 @@ async fn method_not_allowed() -> WebError {
 
 // ---------------------------------------------------------------------------
 // Middleware
+
+/// Times the request and says so in a `Server-Timing` header (see
+/// [`WebChat::with_server_timing`]).
+async fn add_server_timing(request: Request, next: Next) -> Response {
+    let (mut response, timing) = crate::upstream::measure(next.run(request)).await;
+    let value = server_timing_value(&timing);
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        response.headers_mut().insert("server-timing", value);
+    }
+    response
+}
+
+/// `total;dur=MS, upstream;dur=MS`, the W3C Server Timing syntax.
+pub fn server_timing_value(timing: &crate::upstream::Timing) -> String {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    format!(
+        "total;dur={:.3}, upstream;dur={:.3}",
+        ms(timing.elapsed),
+        ms(timing.upstream)
+    )
+}
 
 /// Refuses a declared body over [`MAX_BODY_BYTES`] before anything reads it.
 async fn limit_body(request: Request, next: Next) -> Response {

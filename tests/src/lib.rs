@@ -12,7 +12,6 @@ use latchkey::policy::build::{self, BuildOptions, Built};
 use latchkey::policy::{DiskCache, Limits, Sandbox};
 use latchkey_policy::Facts;
 use latchkey_policy::corpus::Corpus;
-use reqwest::header::LOCATION;
 use serde_json::{Value, json};
 
 /// The repository root.
@@ -228,9 +227,10 @@ pub fn temporary_access_pass(sim: &latchkey::sim::Sim, upn: &str) -> Option<Stri
 
 /// Drives the emulator's sign-in at `authorize_url` as `upn` with `step`
 /// (`password`, or `passwordless` for phone sign-in), then the Authenticator
-/// (approved through the simulated phone's API) when the user has one.
-/// Returns the redirect back to the app (`.../callback?code=...&state=...`).
-/// `http` must not follow redirects.
+/// (approved through the simulated phone's API) when the user has one, as
+/// `latchkey loadtest` does ([`latchkey::sim::browser`]). Returns the
+/// redirect back to the app (`.../callback?code=...&state=...`). `http`
+/// must not follow redirects.
 pub async fn emulator_sign_in(
     http: &reqwest::Client,
     sim: &latchkey::sim::Sim,
@@ -238,44 +238,16 @@ pub async fn emulator_sign_in(
     upn: &str,
     step: &str,
 ) -> String {
+    use latchkey::sim::browser::{self, Step};
     let password = sim.tenant().user(upn).unwrap().password.clone();
-    let url = reqwest::Url::parse(authorize_url).unwrap();
-    let page = http.get(url.clone()).send().await.unwrap();
-    assert_eq!(page.status(), 200, "the sign-in page");
-    // The form's hidden fields are the authorize request's parameters.
-    let mut form: Vec<(String, String)> = url.query_pairs().into_owned().collect();
-    form.push(("step".into(), step.into()));
-    form.push(("username".into(), upn.into()));
-    if step == "password" {
-        form.push(("password".into(), password));
-    }
-    let mut action = url.clone();
-    action.set_query(None);
-    let submitted = http.post(action).form(&form).send().await.unwrap();
-    let location = submitted
-        .headers()
-        .get(LOCATION)
-        .unwrap_or_else(|| panic!("no redirect after the {step} step: {}", submitted.status()))
-        .to_str()
-        .unwrap()
-        .to_owned();
-    if !location.contains("/authorize/mfa/") {
-        return location;
-    }
-    approve_on_phone(http, sim, upn).await;
-    let waiting = http
-        .get(format!("{}{location}", sim.base_url()))
-        .send()
+    let step = match step {
+        "password" => Step::Password(&password),
+        "passwordless" => Step::Passwordless,
+        other => panic!("no sign-in step {other:?}"),
+    };
+    browser::sign_in(http, authorize_url, upn, step)
         .await
-        .unwrap();
-    assert_eq!(waiting.status(), 302, "back to the app once approved");
-    waiting
-        .headers()
-        .get(LOCATION)
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned()
+        .unwrap_or_else(|e| panic!("{upn}: {e}"))
 }
 
 /// Approves `upn`'s pending Authenticator request, as the phone would.

@@ -584,3 +584,44 @@ async fn a_read_only_log_verifies_and_refuses_writes() {
     assert_eq!(reader.verify(Scope::All).await.unwrap(), expected);
     reader.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_queued_together_are_committed_together_and_fail_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(AuditLog::open(&db(&dir)).await.unwrap());
+    let t = tenant(T1);
+    let request = log
+        .append(&t, Kind::Request, json!({"n": 0}))
+        .await
+        .unwrap();
+    // Hold the writer so that the next three queue up behind it.
+    let writer = Arc::clone(&log.writer).lock_owned().await;
+    let intent = |n: u32| {
+        let (log, t) = (Arc::clone(&log), t.clone());
+        tokio::spawn(async move { log.append_intent(&t, json!({ "n": n })).await })
+    };
+    let first = intent(1);
+    // An outcome for an entry that is not an intent: refused on its own.
+    let bad = {
+        let (log, request) = (Arc::clone(&log), request.clone());
+        tokio::spawn(async move { log.append_outcome(&request, json!({})).await })
+    };
+    let last = intent(3);
+    while log.queued().len() < 3 {
+        tokio::task::yield_now().await;
+    }
+    drop(writer);
+    let first = first.await.unwrap().unwrap();
+    let last = last.await.unwrap().unwrap();
+    assert!(matches!(
+        bad.await.unwrap(),
+        Err(AuditError::NotAnIntent { .. })
+    ));
+    let mut seqs = [first.seq(), last.seq()];
+    seqs.sort_unstable();
+    assert_eq!(seqs, [2, 3], "the good ones follow each other in the chain");
+    assert!(log.queued().is_empty());
+    let report = log.verify(Scope::All).await.unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.entries(), 3);
+}

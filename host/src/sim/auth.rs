@@ -179,7 +179,7 @@ impl FromRequestParts<Sim> for Caller {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| GraphError::unauthenticated("Access token is empty."))?;
-        let claims = sim.key().verify(token).map_err(|e| {
+        let claims = sim.verify_token(token).map_err(|e| {
             if e.contains("Expired") || e.contains("ImmatureSignature") {
                 GraphError::unauthenticated("Access token has expired or is not yet valid.")
             } else {

@@ -534,7 +534,19 @@ async fn sign_ins(
     let ca_visible = caller.require(READ_POLICY).is_ok();
     let items: Vec<Value> = {
         let tenant = sim.tenant();
-        let mut log: Vec<&SignIn> = tenant.sign_ins.iter().collect();
+        // The investigator asks for one user's: skip the others' before
+        // building any JSON (the log holds every user's sign-ins).
+        // Compared as the filter compares strings (lowercased).
+        let user = query
+            .filter
+            .as_ref()
+            .and_then(|f| f.required_eq("userId"))
+            .map(str::to_lowercase);
+        let mut log: Vec<&SignIn> = tenant
+            .sign_ins
+            .iter()
+            .filter(|s| user.as_ref().is_none_or(|u| s.user_id.to_lowercase() == *u))
+            .collect();
         // Stable: records of the same instant keep the log's order.
         log.sort_by_key(|s| std::cmp::Reverse(s.created));
         log.into_iter()

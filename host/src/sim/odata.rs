@@ -315,6 +315,22 @@ impl std::fmt::Display for Filter {
 }
 
 impl Filter {
+    /// The string `property` must equal for an item to pass, when the filter
+    /// is `property eq 'text'` or a conjunction with it: lets a route skip
+    /// items cheaply before building their JSON. A superset test only (the
+    /// filter itself still decides).
+    pub fn required_eq(&self, property: &str) -> Option<&str> {
+        match self {
+            Filter::And(items) => items.iter().find_map(|f| f.required_eq(property)),
+            Filter::Condition {
+                path,
+                op: Op::Eq,
+                value: Literal::String(text),
+            } if path.len() == 1 && path[0] == property => Some(text),
+            Filter::Condition { .. } => None,
+        }
+    }
+
     /// Parses `$filter` text (syntax only; see [`Filter::check`]).
     pub fn parse(text: &str) -> Result<Filter, GraphError> {
         if text.len() > MAX_FILTER_BYTES {

@@ -43,7 +43,14 @@ struct Inner {
     faults: Mutex<Vec<Fault>>,
     /// Authorization codes issued and not yet redeemed.
     codes: Mutex<HashMap<String, Value>>,
+    /// Access tokens whose signature was verified, with their claims: a
+    /// client reuses one token for an hour, and RSA is the emulator's
+    /// costliest work under load.
+    verified: Mutex<HashMap<String, Value>>,
 }
+
+/// The most verified tokens remembered; the memory is cleared when full.
+const MAX_VERIFIED: usize = 1024;
 
 impl Sim {
     /// State for `tenant`, served at `base_url` (`http://127.0.0.1:PORT`).
@@ -55,6 +62,7 @@ impl Sim {
             clock_offset: Mutex::new(time::Duration::ZERO),
             faults: Mutex::new(Vec::new()),
             codes: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -102,6 +110,23 @@ impl Sim {
     /// The faults currently configured.
     pub fn faults(&self) -> MutexGuard<'_, Vec<Fault>> {
         self.0.faults.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Verifies `token`'s signature (and, the first time, its expiry with
+    /// the key's leeway), remembering tokens already verified; returns its
+    /// claims. Callers check the expiry against [`Sim::now`] themselves.
+    pub fn verify_token(&self, token: &str) -> Result<Value, String> {
+        let remembered = || self.0.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(claims) = remembered().get(token) {
+            return Ok(claims.clone());
+        }
+        let claims = self.0.key.verify(token)?;
+        let mut verified = remembered();
+        if verified.len() >= MAX_VERIFIED {
+            verified.clear();
+        }
+        verified.insert(token.to_owned(), claims.clone());
+        Ok(claims)
     }
 
     /// Pending authorization codes.

@@ -118,8 +118,8 @@ impl SlackApi {
             .get(format!("{}/{method}", self.base_url))
             .bearer_auth(&self.token)
             .query(&[("user", user)])
-            .send()
-            .await;
+            .send();
+        let answer = crate::upstream::waiting(answer).await;
         let body = read(method, answer).await?;
         serde_json::from_value(body.get("user").cloned().unwrap_or(Value::Null)).map_err(|_| {
             SlackApiError::Api {
@@ -137,8 +137,8 @@ impl SlackApi {
             .get(format!("{}/{method}", self.base_url))
             .bearer_auth(&self.token)
             .query(&[("email", email)])
-            .send()
-            .await;
+            .send();
+        let answer = crate::upstream::waiting(answer).await;
         let body = read(method, answer).await?;
         body.pointer("/user/id")
             .and_then(Value::as_str)
@@ -188,8 +188,8 @@ impl SlackApi {
             .post(format!("{}/{method}", self.base_url))
             .bearer_auth(&self.token)
             .json(body)
-            .send()
-            .await;
+            .send();
+        let answer = crate::upstream::waiting(answer).await;
         read(method, answer).await
     }
 }

@@ -174,12 +174,13 @@ impl Connector {
         let mut refreshed = false;
         loop {
             let token = self.credentials.get(&self.http).await?;
-            let response = self
+            let sent = self
                 .http
                 .request(method.clone(), url)
                 .bearer_auth(token.expose())
                 .json(body)
-                .send()
+                .send();
+            let response = crate::upstream::waiting(sent)
                 .await
                 .map_err(|e| ConnectorError::Transport(e.without_url().to_string()))?;
             let status = response.status();

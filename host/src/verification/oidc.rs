@@ -188,16 +188,20 @@ impl OidcClient {
             endpoint: ENDPOINT,
             reason,
         };
-        let response = http
-            .post(self.token_endpoint())
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| unreachable(e.without_url().to_string()))?;
-        let status = response.status();
-        let body = read_limited(response, MAX_AUTHORITY_BYTES)
-            .await
-            .map_err(unreachable)?;
+        let (status, body) = crate::upstream::waiting(async {
+            let response = http
+                .post(self.token_endpoint())
+                .form(&form)
+                .send()
+                .await
+                .map_err(|e| unreachable(e.without_url().to_string()))?;
+            let status = response.status();
+            let body = read_limited(response, MAX_AUTHORITY_BYTES)
+                .await
+                .map_err(unreachable)?;
+            Ok::<_, VerificationError>((status, body))
+        })
+        .await?;
         let json: Value = serde_json::from_slice(&body)
             .map_err(|_| unreachable(format!("HTTP {status} with a body that is not JSON")))?;
         let text = |key: &str| json.get(key).and_then(Value::as_str);

@@ -231,7 +231,7 @@ impl Demo {
                 path: std::env::temp_dir(),
                 source,
             })?;
-        let (tenant_id, config) = write_config(dir.path(), &sim, web_addr, &options.module)?;
+        let (tenant_id, config) = write_config(dir.path(), &sim, web_addr, &options.module, false)?;
         let (service, _) = Service::start(&config).await?;
         let chat = Arc::new(WebChat::for_service(&service, tenant_id.clone()));
         Ok(Demo {
@@ -322,13 +322,16 @@ impl Demo {
     }
 }
 
-/// Writes the key, the client secret, the module and `latchkey.toml` into
-/// `dir`; returns the tenant id and the configuration's path.
-fn write_config(
+/// Writes the key, the client secret, the module and `latchkey.toml` (for
+/// the emulator's tenant, its web chat on `web`) into `dir`; returns the
+/// tenant id and the configuration's path. `latchkey loadtest` writes its
+/// service's configuration with it too, with `server_timing`.
+pub(crate) fn write_config(
     dir: &Path,
     sim: &Sim,
     web: SocketAddr,
     module: &[u8],
+    server_timing: bool,
 ) -> Result<(TenantId, PathBuf), DemoError> {
     let (tenant, client_id, secret) = {
         let tenant = sim.tenant();
@@ -372,10 +375,10 @@ fn write_config(
     write("host.pem", key.as_bytes(), true)?;
     write("contoso.secret", secret.as_bytes(), true)?;
     let config = format!(
-        "# latchkey demo: a throwaway configuration, removed when the demo stops.\n\
+        "# latchkey demo or loadtest: a throwaway configuration, removed when it stops.\n\
          [host]\nsigning_key = \"host.pem\"\ndatabase = \"latchkey.db\"\n\n\
          [policy]\nmodules_dir = \"modules\"\n\n\
-         [web]\nlisten = \"{web}\"\ntenant = \"{tenant}\"\n\n\
+         [web]\nlisten = \"{web}\"\ntenant = \"{tenant}\"\nserver_timing = {server_timing}\n\n\
          [tenants.{tenant}]\nname = \"Contoso (demo)\"\nmodule = \"default.wasm\"\nsha256 = \"{hash}\"\n\n\
          [tenants.{tenant}.graph]\nclient_id = \"{client_id}\"\nclient_secret_file = \"contoso.secret\"\n\
          authority = \"{authority}\"\ngraph_base_url = \"{graph}\"\n\n\

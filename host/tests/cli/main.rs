@@ -8,6 +8,7 @@ mod audit;
 mod config;
 mod demo;
 mod keys;
+mod loadtest;
 mod policy;
 mod receipt;
 mod replay;
