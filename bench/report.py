@@ -77,13 +77,13 @@ def load_tests():
         "latency: >= 300 resolutions/s and own-time p99 < 50 ms; with 100 ms injected and 1,000 "
         "users: no errors, no lost entries. The driver and the emulator share the machine with "
         "the service.\n",
-        "| run | command | resolutions/s | own time p50 / p99 | waiting on Graph p50 / p99 | as the person sees it p50 / p99 | service memory (peak) | errors | activity log written / expected | chain | goals | measured |",
-        "|---|---|---:|---|---|---|---:|---:|---|---|---|---|",
+        "| run | command | resolutions/s | own time p50 / p99 | waiting on Graph p50 / p99 | as the person sees it p50 / p99 | service CPU per resolution | service memory (peak) | errors | activity log written / expected | chain | goals | measured |",
+        "|---|---|---:|---|---|---|---:|---:|---:|---|---|---|---|",
     ]
     for name, what in LOAD_TESTS:
         path = ROOT / "target" / "loadtest" / name
         if not path.exists():
-            out.append(f"| {what} | | not measured | | | | | | | | | |")
+            out.append(f"| {what} | | not measured | | | | | | | | | | |")
             continue
         r = json.loads(path.read_text())
         at = datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.timezone.utc)
@@ -94,6 +94,8 @@ def load_tests():
         )
         p = lambda k: f"{r[k]['p50']:.2f} / {r[k]['p99']:.2f} ms"
         memory = f"{r['memory']['peak_rss_kib'] / 1024:.0f} MiB" if r.get("memory") else "not measured"
+        cpu = r.get("service_cpu_ms_per_resolution")
+        cpu = f"{cpu:.2f} ms" if cpu is not None else "not measured"
         written = sum(r["audit"]["written"].values())
         expected = sum(r["audit"]["expected"].values())
         clean = r["errors"] == 0 and r["completed"] == r["resolutions"] and written == expected
@@ -106,7 +108,7 @@ def load_tests():
             goals = f"no errors, no lost entries: {'met' if clean else 'NOT met'}"
         out.append(
             f"| {what}, {r['users']} users at once | {command} | {r['per_second']:.1f} | {p('own_ms')} "
-            f"| {p('upstream_ms')} | {p('observed_ms')} | {memory} | {r['errors']} | {written} / {expected} "
+            f"| {p('upstream_ms')} | {p('observed_ms')} | {cpu} | {memory} | {r['errors']} | {written} / {expected} "
             f"| {'intact' if r['chain_intact'] else 'BROKEN'} | {goals} | {at:%Y-%m-%d %H:%M} UTC |"
         )
     out.append("")

@@ -123,6 +123,13 @@ pub struct Report {
     pub observed_ms: Percentiles,
     /// The service's memory at the end of the run.
     pub memory: Option<Memory>,
+    /// The service's CPU time (user and system, every thread) during the
+    /// measured phase, per completed resolution, in ms: what a resolution
+    /// costs the service however the machine is shared with the driver and
+    /// the emulator.
+    pub service_cpu_ms_per_resolution: Option<f64>,
+    /// Sign-ins of the set-up phase tried again after a failure.
+    pub sign_in_retries: usize,
     /// Latchkey's activity log.
     pub audit: Tally,
     /// Whether `audit verify` found the tenant's chain intact afterwards.
@@ -184,6 +191,19 @@ impl Report {
             "as the person sees it (with their sign-ins at the emulator): {}",
             p(&self.observed_ms)
         ));
+        match self.service_cpu_ms_per_resolution {
+            Some(ms) => line(format!(
+                "service CPU per resolution: {ms:.2} ms (at that cost one core serves {:.0} resolutions/s)",
+                if ms > 0.0 { 1000.0 / ms } else { 0.0 }
+            )),
+            None => line("service CPU per resolution: not measured (no /proc)".to_owned()),
+        }
+        if self.sign_in_retries > 0 {
+            line(format!(
+                "set-up sign-ins tried again: {}",
+                self.sign_in_retries
+            ));
+        }
         match &self.memory {
             Some(m) => line(format!(
                 "service memory: {:.1} MiB resident at the end, {:.1} MiB peak",

@@ -119,6 +119,17 @@ impl Service {
         })
     }
 
+    /// The CPU time it has used so far, user and system, all threads, from
+    /// `/proc/PID/stat` (Linux; in units of USER_HZ, 100 per second there).
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
+        // The command name, in parentheses, may hold spaces: count after it.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+        let (user, system) = (ticks(11)?, ticks(12)?);
+        Some(Duration::from_millis((user + system) * 10))
+    }
+
     /// Stops it: SIGTERM (its graceful shutdown), then a kill if it has not
     /// stopped in time. Errors if it had already stopped on its own.
     pub fn stop(mut self) -> Result<(), LoadError> {

@@ -33,7 +33,8 @@ pub async fn sign_in(
     upn: &str,
     step: Step<'_>,
 ) -> Result<String, BrowserError> {
-    let fail = |what: &str, e: &dyn std::fmt::Display| BrowserError(format!("{what}: {e}"));
+    let fail =
+        |what: &str, e: &dyn std::error::Error| BrowserError(format!("{what}: {}", chain(e)));
     let url = reqwest::Url::parse(authorize_url).map_err(|e| fail("the authorize URL", &e))?;
     let page = http
         .get(url.clone())
@@ -81,7 +82,8 @@ pub async fn sign_in(
 /// Approves the Authenticator request the page at `mfa_page` waits for,
 /// typing the number it shows.
 async fn approve(http: &reqwest::Client, mfa_page: &reqwest::Url) -> Result<(), BrowserError> {
-    let fail = |what: &str, e: &dyn std::fmt::Display| BrowserError(format!("{what}: {e}"));
+    let fail =
+        |what: &str, e: &dyn std::error::Error| BrowserError(format!("{what}: {}", chain(e)));
     let id = mfa_page
         .path_segments()
         .and_then(|mut s| s.next_back())
@@ -130,4 +132,17 @@ fn redirect(
         })?;
     base.join(location)
         .map_err(|e| BrowserError(format!("{what} redirected to {location:?}: {e}")))
+}
+
+/// An error and its sources, `a: b: c`: reqwest's own message alone does
+/// not say whether the connection was refused, reset or timed out.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -545,7 +545,7 @@ async fn sign_ins(
         let mut log: Vec<&SignIn> = tenant
             .sign_ins
             .iter()
-            .filter(|s| user.as_ref().is_none_or(|u| s.user_id.to_lowercase() == *u))
+            .filter(|s| user.as_ref().is_none_or(|u| same_lowercase(&s.user_id, u)))
             .collect();
         // Stable: records of the same instant keep the log's order.
         log.sort_by_key(|s| std::cmp::Reverse(s.created));
@@ -560,6 +560,15 @@ async fn sign_ins(
         StatusCode::OK,
         &odata::collection(context, page, next),
     ))
+}
+
+/// `a.to_lowercase() == lower`, without allocating for ASCII (ids are).
+fn same_lowercase(a: &str, lower: &str) -> bool {
+    if a.is_ascii() && lower.is_ascii() {
+        a.eq_ignore_ascii_case(lower)
+    } else {
+        a.to_lowercase() == lower
+    }
 }
 
 fn id_of(item: &Value) -> String {
