@@ -76,25 +76,31 @@
 //!
 //! SQLite through sqlx is the embedded default: the file is created if
 //! missing, in WAL mode with foreign keys on; migrations are embedded.
-//! Appends commit with `synchronous = FULL`: an append returns only once
-//! its entry is on disk, so an intent is durable before the Graph write it
-//! announces. Each process has one writer at a time (a tokio mutex), and
-//! appends are **group-committed**: whoever holds the writer writes every
-//! append queued meanwhile, each reading its chain's head and inserting, in
-//! one `BEGIN IMMEDIATE` transaction with one fsync, then answers each
-//! caller (an append that fails its own checks, an outcome for an entry
-//! that is not an intent, fails alone; a database failure fails the
-//! group). Other processes sharing the file queue behind the transaction;
-//! the unique `(tenant, seq)` index is the backstop, turning a lost race
-//! into an error instead of a fork.
 //!
-//! The state kept beside the log in the same file (conversations, pending
-//! verifications, approvals, receipt nonces; [`AuditLog::pool`]) commits
-//! with `synchronous = NORMAL`: no fsync of its own. WAL frames reach the
-//! disk in order, so such a commit is durable once the next append commits;
-//! every Graph write is preceded by an intent, so whatever led to it (the
-//! nonce consumed included) is on disk before it happens. A crash can lose
-//! a conversation's last turn, never an entry.
+//! Every write of this process, the log's and the state's kept beside it
+//! in the same file (conversations, pending verifications, approvals,
+//! receipt nonces; [`AuditLog::pool`]), goes through **one connection**, so
+//! writers queue in the process instead of meeting SQLite's busy handler,
+//! which sleeps. Reads have connections of their own (WAL readers never
+//! wait for the writer).
+//!
+//! That connection commits with `synchronous = NORMAL` (no fsync), and an
+//! append returns only after the write-ahead log has been fsynced behind
+//! its commit: exactly what `synchronous = FULL` adds in WAL mode, so an
+//! intent is on disk before the Graph write it announces. WAL frames reach
+//! the disk in order, so that fsync also makes every state commit before it
+//! durable: every Graph write is preceded by an intent, so whatever led to
+//! it (the nonce consumed included) is on disk before it happens. A crash
+//! can lose a conversation's last turn, never an entry.
+//!
+//! Appends are **group-committed**: one writer at a time (a tokio mutex)
+//! writes every append queued meanwhile, each reading its chain's head and
+//! inserting, in one `BEGIN IMMEDIATE` transaction and one fsync, then
+//! answers each caller (an append that fails its own checks, an outcome for
+//! an entry that is not an intent, fails alone; a database failure fails
+//! the group). Other processes sharing the file queue behind the
+//! transaction (SQLite's busy timeout); the unique `(tenant, seq)` index is
+//! the backstop, turning a lost race into an error instead of a fork.
 //!
 //! The SQL is kept portable (`$n` placeholders, row-value comparisons,
 //! `RETURNING`, `NOT EXISTS`) so that a PostgreSQL backend for several
@@ -260,8 +266,12 @@ pub enum Scope<'a> {
 pub struct AuditLog {
     /// Appends (synchronous FULL) and the log's own reads.
     pool: SqlitePool,
-    /// The state beside the log (synchronous NORMAL): see "Storage".
+    /// The one writing connection, for appends and the state beside the
+    /// log: see "Storage". The read pool, read-only.
     state: SqlitePool,
+    /// The write-ahead log, fsynced after each group of appends; `None`
+    /// when read-only.
+    wal: Option<PathBuf>,
     path: PathBuf,
     /// The single writer of this process: appends to a chain must not
     /// interleave, or two entries would claim the same predecessor.
@@ -297,25 +307,29 @@ impl AuditLog {
             path: path.to_owned(),
             source,
         };
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.clone())
+        // The one writing connection (see "Storage" for its durability).
+        let writes = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone().synchronous(SqliteSynchronous::Normal))
             .await
             .map_err(open_error)?;
         MIGRATOR
-            .run(&pool)
+            .run(&writes)
             .await
             .map_err(|source| AuditError::Migrate {
                 path: path.to_owned(),
                 source,
             })?;
-        let state = SqlitePoolOptions::new()
+        let reads = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options.synchronous(SqliteSynchronous::Normal))
+            .connect_with(options)
             .await
             .map_err(open_error)?;
-        let mut log = AuditLog::with_pool(pool, path);
-        log.state = state;
+        let mut log = AuditLog::with_pool(reads, path);
+        log.state = writes;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        log.wal = Some(PathBuf::from(wal));
         Ok(log)
     }
 
@@ -357,6 +371,7 @@ impl AuditLog {
     fn with_pool(pool: SqlitePool, path: &Path) -> AuditLog {
         AuditLog {
             state: pool.clone(),
+            wal: None,
             pool,
             path: path.to_owned(),
             writer: std::sync::Arc::new(Mutex::new(())),
@@ -378,10 +393,12 @@ impl AuditLog {
     }
 
     /// The connection pool for the state kept beside the log in its
-    /// database (conversations, verifications, approvals, receipt nonces),
-    /// committing with `synchronous = NORMAL` (see the module's "Storage"
-    /// for why that is safe); every migration in `host/migrations` has run
-    /// on it when the log was opened with [`AuditLog::open`].
+    /// database (conversations, verifications, approvals, receipt nonces):
+    /// the process's one writing connection, committing without an fsync of
+    /// its own (see the module's "Storage" for why that is safe). Hold a
+    /// connection or transaction from it only briefly, and never across an
+    /// append. Every migration in `host/migrations` has run on it when the
+    /// log was opened with [`AuditLog::open`].
     pub fn pool(&self) -> &SqlitePool {
         &self.state
     }
@@ -654,10 +671,10 @@ impl AuditLog {
             };
             // Spawned, so that a caller that stops waiting cannot abandon
             // the others' appends halfway; the lock is held until it ends.
-            let pool = self.pool.clone();
+            let (pool, wal) = (self.state.clone(), self.wal.clone());
             let _ = tokio::spawn(async move {
                 let _writer = writer;
-                commit_group(&pool, group).await;
+                commit_group(&pool, wal, group).await;
             })
             .await;
             if let Ok(result) = answer.try_recv() {
@@ -672,9 +689,10 @@ impl AuditLog {
     }
 }
 
-/// Writes `group` in one transaction and answers each append. A failure of
-/// one append's own checks fails it alone; a database failure fails all.
-async fn commit_group(pool: &SqlitePool, group: Vec<Queued>) {
+/// Writes `group` in one transaction, fsyncs the write-ahead log `wal`, and
+/// answers each append. A failure of one append's own checks fails it
+/// alone; a database or disk failure fails all.
+async fn commit_group(pool: &SqlitePool, wal: Option<PathBuf>, group: Vec<Queued>) {
     let mut results = Vec::with_capacity(group.len());
     let committed = async {
         // IMMEDIATE takes SQLite's write lock now rather than at the first
@@ -688,21 +706,34 @@ async fn commit_group(pool: &SqlitePool, group: Vec<Queued>) {
         }
         tx.commit().await
     }
-    .await;
-    match committed {
+    .await
+    .map_err(|e| format!("the group commit failed: {e}"));
+    let durable = match (committed, wal) {
+        (Err(e), _) => Err(e),
+        (Ok(()), None) => Ok(()),
+        (Ok(()), Some(wal)) => {
+            let synced = tokio::task::spawn_blocking(move || {
+                std::fs::File::open(&wal)
+                    .and_then(|f| f.sync_data())
+                    .map_err(|e| format!("fsync of {}: {e}", wal.display()))
+            })
+            .await;
+            synced.unwrap_or_else(|e| Err(format!("fsync of the write-ahead log: {e}")))
+        }
+    };
+    match durable {
         Ok(()) => {
             for (queued, result) in group.into_iter().zip(results) {
                 let _ = queued.done.send(result);
             }
         }
-        Err(e) => {
-            let reason = e.to_string();
+        Err(reason) => {
             for queued in group {
                 let _ = queued
                     .done
-                    .send(Err(AuditError::Database(sqlx::Error::Protocol(format!(
-                        "the group commit failed: {reason}"
-                    )))));
+                    .send(Err(AuditError::Database(sqlx::Error::Protocol(
+                        reason.clone(),
+                    ))));
             }
         }
     }

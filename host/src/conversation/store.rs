@@ -196,27 +196,19 @@ impl Store {
     ) -> Result<Event, EngineError> {
         let text = serde_json::to_string(&kind)
             .map_err(|e| EngineError::Corrupt(format!("event: {e}")))?;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let last: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(seq) FROM conversation_events WHERE tenant = $1 AND user_id = $2",
-        )
-        .bind(tenant.as_str())
-        .bind(user.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
-        let seq = last.unwrap_or(0).saturating_add(1);
-        sqlx::query(
+        // One statement, so atomic: numbered after the conversation's last.
+        let seq: i64 = sqlx::query_scalar(
             "INSERT INTO conversation_events (tenant, user_id, seq, at, event) \
-             VALUES ($1, $2, $3, $4, $5)",
+             SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, $4 FROM conversation_events \
+             WHERE tenant = $1 AND user_id = $2 \
+             RETURNING seq",
         )
         .bind(tenant.as_str())
         .bind(user.as_str())
-        .bind(seq)
         .bind(at)
         .bind(text)
-        .execute(&mut *tx)
+        .fetch_one(&self.pool)
         .await?;
-        tx.commit().await?;
         let seq = u64::try_from(seq).unwrap_or(0);
         // Nobody listening is not an error.
         let _ = self.appended.send(Appended {

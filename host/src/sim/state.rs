@@ -47,6 +47,9 @@ struct Inner {
     /// client reuses one token for an hour, and RSA is the emulator's
     /// costliest work under load.
     verified: Mutex<HashMap<String, Value>>,
+    /// When the pending codes were last swept of expired entries (Unix
+    /// seconds): at most once a second, not on every store.
+    swept: std::sync::atomic::AtomicI64,
 }
 
 /// The most verified tokens remembered; the memory is cleared when full.
@@ -63,6 +66,7 @@ impl Sim {
             faults: Mutex::new(Vec::new()),
             codes: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
+            swept: std::sync::atomic::AtomicI64::new(i64::MIN),
         }))
     }
 
@@ -127,6 +131,13 @@ impl Sim {
         }
         verified.insert(token.to_owned(), claims.clone());
         Ok(claims)
+    }
+
+    /// Whether the pending codes are due a sweep at `now` (Unix seconds):
+    /// true at most once a second, and then the sweep is the caller's.
+    pub fn sweep_due(&self, now: i64) -> bool {
+        let last = self.0.swept.swap(now, std::sync::atomic::Ordering::Relaxed);
+        last < now
     }
 
     /// Pending authorization codes.
