@@ -264,11 +264,11 @@ pub enum Scope<'a> {
 /// of tasks are serialised, reads are not.
 #[derive(Debug)]
 pub struct AuditLog {
-    /// Appends (synchronous FULL) and the log's own reads.
-    pool: SqlitePool,
+    /// The log's own reads.
+    reads: SqlitePool,
     /// The one writing connection, for appends and the state beside the
     /// log: see "Storage". The read pool, read-only.
-    state: SqlitePool,
+    writes: SqlitePool,
     /// The write-ahead log, fsynced after each group of appends; `None`
     /// when read-only.
     wal: Option<PathBuf>,
@@ -326,7 +326,7 @@ impl AuditLog {
             .await
             .map_err(open_error)?;
         let mut log = AuditLog::with_pool(reads, path);
-        log.state = writes;
+        log.writes = writes;
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
         log.wal = Some(PathBuf::from(wal));
@@ -370,9 +370,9 @@ impl AuditLog {
 
     fn with_pool(pool: SqlitePool, path: &Path) -> AuditLog {
         AuditLog {
-            state: pool.clone(),
+            writes: pool.clone(),
             wal: None,
-            pool,
+            reads: pool,
             path: path.to_owned(),
             writer: std::sync::Arc::new(Mutex::new(())),
             queue: std::sync::Mutex::new(Vec::new()),
@@ -400,13 +400,13 @@ impl AuditLog {
     /// append. Every migration in `host/migrations` has run on it when the
     /// log was opened with [`AuditLog::open`].
     pub fn pool(&self) -> &SqlitePool {
-        &self.state
+        &self.writes
     }
 
     /// Closes the connections, letting SQLite checkpoint its write-ahead log.
     pub async fn close(self) {
-        self.state.close().await;
-        self.pool.close().await;
+        self.writes.close().await;
+        self.reads.close().await;
     }
 
     /// Appends an entry to the tenant's chain. Outcomes go through
@@ -462,7 +462,7 @@ impl AuditLog {
              ORDER BY i.tenant, i.seq",
         )
         .bind(cutoff)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         let mut appended = Vec::new();
         for (tenant, seq) in stale {
@@ -515,7 +515,7 @@ impl AuditLog {
             "SELECT kind, COUNT(*) FROM audit_entries WHERE tenant = $1 GROUP BY kind",
         )
         .bind(tenant.as_str())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok(rows
             .into_iter()
@@ -544,7 +544,7 @@ impl AuditLog {
         ))
         .bind(tenant.as_str())
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         rows.into_iter()
             .map(
@@ -671,7 +671,7 @@ impl AuditLog {
             };
             // Spawned, so that a caller that stops waiting cannot abandon
             // the others' appends halfway; the lock is held until it ends.
-            let (pool, wal) = (self.state.clone(), self.wal.clone());
+            let (pool, wal) = (self.writes.clone(), self.wal.clone());
             let _ = tokio::spawn(async move {
                 let _writer = writer;
                 commit_group(&pool, wal, group).await;
@@ -860,7 +860,7 @@ impl AuditLog {
                 .bind(seq)
                 .bind(row)
                 .bind(i64::from(PAGE))
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reads)
                 .await?
             }
             Scope::Tenant(t) => {
@@ -873,7 +873,7 @@ impl AuditLog {
                 .bind(seq)
                 .bind(row)
                 .bind(i64::from(PAGE))
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reads)
                 .await?
             }
         };
@@ -908,7 +908,7 @@ impl AuditLog {
         )
         .bind(&row.tenant)
         .bind(&row.prev_sha256)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         Ok(match target {
             Some(seq) if seq > row.seq => Problem::Reordered { links_to: seq },
@@ -920,7 +920,7 @@ impl AuditLog {
         let present: Vec<String> = sqlx::query_scalar(
             "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_entries'",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok(GUARDS
             .iter()
