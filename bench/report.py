@@ -112,6 +112,9 @@ def load_tests():
             f"| {'intact' if r['chain_intact'] else 'BROKEN'} | {goals} | {at:%Y-%m-%d %H:%M} UTC |"
         )
     out.append("")
+    history = ROOT / "bench" / "loadtest-history.md"
+    if history.exists():
+        out.append(history.read_text())
     return out
 
 
