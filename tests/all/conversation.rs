@@ -242,34 +242,7 @@ impl Chat {
                 .unwrap()
                 .contains("Approve sign in request")
         );
-        let pending: Value = self
-            .http
-            .get(format!("{}/_sim/authenticator/pending", self.sim.base_url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let approval = pending["value"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["user"] == upn)
-            .cloned()
-            .unwrap_or_else(|| panic!("no pending approval for {upn}: {pending}"));
-        let answered = self
-            .http
-            .post(format!(
-                "{}/_sim/authenticator/{}",
-                self.sim.base_url,
-                approval["id"].as_str().unwrap()
-            ))
-            .json(&serde_json::json!({"approve": true, "number": approval["number"]}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answered.status(), StatusCode::OK);
+        latchkey_tests::approve_on_phone(&self.http, &self.sim.sim, upn).await;
         let done = self.http.get(&waiting).send().await.unwrap();
         assert_eq!(done.status(), StatusCode::FOUND, "back to the app");
         Url::parse(&location(&done)).unwrap()

@@ -240,34 +240,7 @@ async fn browser_sign_in(
         .to_owned();
     if submitted.status() == 303 {
         // Waiting for the Authenticator: approve on the simulated phone.
-        let pending: Value = sim
-            .client
-            .get(format!("{}/_sim/authenticator/pending", sim.base_url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let approval = pending["value"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["user"] == username)
-            .unwrap_or_else(|| panic!("no pending approval for {username}: {pending}"))
-            .clone();
-        let answered = sim
-            .client
-            .post(format!(
-                "{}/_sim/authenticator/{}",
-                sim.base_url,
-                approval["id"].as_str().unwrap()
-            ))
-            .json(&json!({"approve": true, "number": approval["number"]}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answered.status(), 200);
+        latchkey_tests::approve_on_phone(&sim.client, &sim.sim, username).await;
         let waited = browser
             .get(format!("{}{location}", sim.base_url))
             .send()
