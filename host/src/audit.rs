@@ -284,11 +284,18 @@ pub struct AuditLog {
 /// An append waiting to be written, and where its answer goes.
 #[derive(Debug)]
 struct Queued {
+    append: Append,
+    done: tokio::sync::oneshot::Sender<Result<EntryId, AuditError>>,
+}
+
+/// What one append writes.
+#[derive(Debug)]
+struct Append {
     tenant: TenantId,
     kind: Kind,
     body: Value,
+    /// The intent's seq, for an outcome.
     answers: Option<i64>,
-    done: tokio::sync::oneshot::Sender<Result<EntryId, AuditError>>,
 }
 
 /// The most appends written in one transaction.
@@ -325,12 +332,14 @@ impl AuditLog {
             .connect_with(options)
             .await
             .map_err(open_error)?;
-        let mut log = AuditLog::with_pool(reads, path);
-        log.writes = writes;
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
-        log.wal = Some(PathBuf::from(wal));
-        Ok(log)
+        Ok(AuditLog::with_pools(
+            reads,
+            writes,
+            Some(PathBuf::from(wal)),
+            path,
+        ))
     }
 
     /// Opens an existing log for reading only: no file is created, no
@@ -365,14 +374,21 @@ impl AuditLog {
                 path: path.to_owned(),
             });
         }
-        Ok(AuditLog::with_pool(pool, path))
+        Ok(AuditLog::with_pools(pool.clone(), pool, None, path))
     }
 
-    fn with_pool(pool: SqlitePool, path: &Path) -> AuditLog {
+    /// `writes` is the one writing connection (the read pool when
+    /// read-only); `wal` is fsynced after each group of appends.
+    fn with_pools(
+        reads: SqlitePool,
+        writes: SqlitePool,
+        wal: Option<PathBuf>,
+        path: &Path,
+    ) -> AuditLog {
         AuditLog {
-            writes: pool.clone(),
-            wal: None,
-            reads: pool,
+            reads,
+            writes,
+            wal,
             path: path.to_owned(),
             writer: std::sync::Arc::new(Mutex::new(())),
             queue: std::sync::Mutex::new(Vec::new()),
@@ -649,15 +665,16 @@ impl AuditLog {
         body: Value,
         answers: Option<i64>,
     ) -> Result<EntryId, AuditError> {
-        let (done, answer) = tokio::sync::oneshot::channel();
+        let (done, mut answer) = tokio::sync::oneshot::channel();
         self.queued().push(Queued {
-            tenant: tenant.clone(),
-            kind,
-            body,
-            answers,
+            append: Append {
+                tenant: tenant.clone(),
+                kind,
+                body,
+                answers,
+            },
             done,
         });
-        let mut answer = answer;
         loop {
             let writer = std::sync::Arc::clone(&self.writer).lock_owned().await;
             // Written by whoever held the writer before.
@@ -693,13 +710,15 @@ impl AuditLog {
 /// answers each append. A failure of one append's own checks fails it
 /// alone; a database or disk failure fails all.
 async fn commit_group(pool: &SqlitePool, wal: Option<PathBuf>, group: Vec<Queued>) {
-    let mut results = Vec::with_capacity(group.len());
+    let (appends, dones): (Vec<Append>, Vec<_>) =
+        group.into_iter().map(|q| (q.append, q.done)).unzip();
+    let mut results = Vec::with_capacity(appends.len());
     let committed = async {
         // IMMEDIATE takes SQLite's write lock now rather than at the first
         // INSERT, so another process cannot read the same heads in between.
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-        for queued in &group {
-            match write_one(&mut tx, queued).await {
+        for append in appends {
+            match write_one(&mut tx, append).await {
                 Err(AuditError::Database(e)) => return Err(e),
                 result => results.push(result),
             }
@@ -723,17 +742,15 @@ async fn commit_group(pool: &SqlitePool, wal: Option<PathBuf>, group: Vec<Queued
     };
     match durable {
         Ok(()) => {
-            for (queued, result) in group.into_iter().zip(results) {
-                let _ = queued.done.send(result);
+            for (done, result) in dones.into_iter().zip(results) {
+                let _ = done.send(result);
             }
         }
         Err(reason) => {
-            for queued in group {
-                let _ = queued
-                    .done
-                    .send(Err(AuditError::Database(sqlx::Error::Protocol(
-                        reason.clone(),
-                    ))));
+            for done in dones {
+                let _ = done.send(Err(AuditError::Database(sqlx::Error::Protocol(
+                    reason.clone(),
+                ))));
             }
         }
     }
@@ -743,90 +760,85 @@ async fn commit_group(pool: &SqlitePool, wal: Option<PathBuf>, group: Vec<Queued
 /// sees the group's earlier inserts), hash, insert.
 async fn write_one(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    queued: &Queued,
+    append: Append,
 ) -> Result<EntryId, AuditError> {
-    let Queued {
+    let Append {
         tenant,
         kind,
         body,
         answers,
-        ..
-    } = queued;
-    let (tenant, kind, answers) = (tenant, *kind, *answers);
-    let body = body.clone();
-    {
-        // Taken under the writer, so that times rise with seq within a process.
-        let at = unix_ms(SystemTime::now())?;
-        let tx = &mut **tx;
-        let body = match answers {
-            None => body,
-            Some(intent_seq) => {
-                let intent_id = EntryId::new(tenant.clone(), seq_from_sql(intent_seq));
-                let intent: Option<(String, String)> = sqlx::query_as(
-                    "SELECT kind, sha256 FROM audit_entries WHERE tenant = $1 AND seq = $2",
-                )
-                .bind(tenant.as_str())
-                .bind(intent_seq)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let intent_sha = match intent {
-                    Some((kind, sha)) if kind == Kind::Intent.as_str() => sha,
-                    _ => return Err(AuditError::NotAnIntent { intent: intent_id }),
-                };
-                let answered: Option<i64> = sqlx::query_scalar(
-                    "SELECT seq FROM audit_entries WHERE tenant = $1 AND intent_seq = $2",
-                )
-                .bind(tenant.as_str())
-                .bind(intent_seq)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(outcome) = answered {
-                    return Err(AuditError::OutcomeExists {
-                        intent: intent_id,
-                        outcome: EntryId::new(tenant.clone(), seq_from_sql(outcome)),
-                    });
-                }
-                json!({"intent": {"seq": intent_seq, "sha256": intent_sha}, "outcome": body})
+    } = append;
+    // Taken under the writer, so that times rise with seq within a process.
+    let at = unix_ms(SystemTime::now())?;
+    let tx = &mut **tx;
+    let body = match answers {
+        None => body,
+        Some(intent_seq) => {
+            let intent_id = EntryId::new(tenant.clone(), seq_from_sql(intent_seq));
+            let intent: Option<(String, String)> = sqlx::query_as(
+                "SELECT kind, sha256 FROM audit_entries WHERE tenant = $1 AND seq = $2",
+            )
+            .bind(tenant.as_str())
+            .bind(intent_seq)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let intent_sha = match intent {
+                Some((kind, sha)) if kind == Kind::Intent.as_str() => sha,
+                _ => return Err(AuditError::NotAnIntent { intent: intent_id }),
+            };
+            let answered: Option<i64> = sqlx::query_scalar(
+                "SELECT seq FROM audit_entries WHERE tenant = $1 AND intent_seq = $2",
+            )
+            .bind(tenant.as_str())
+            .bind(intent_seq)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(outcome) = answered {
+                return Err(AuditError::OutcomeExists {
+                    intent: intent_id,
+                    outcome: EntryId::new(tenant.clone(), seq_from_sql(outcome)),
+                });
             }
-        };
-        let head: Option<(i64, String)> = sqlx::query_as(
-            "SELECT seq, sha256 FROM audit_entries WHERE tenant = $1 ORDER BY seq DESC LIMIT 1",
-        )
-        .bind(tenant.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let (seq, prev_sha256) = match head {
-            Some((seq, sha)) => (seq.saturating_add(1), sha),
-            None => (1, EntryHash::GENESIS.to_string()),
-        };
-        let body = canonicalize(&body);
-        let sha256 = hash_fields(Fields {
-            v: FORMAT_VERSION,
-            tenant: tenant.as_str(),
-            seq,
-            kind: kind.as_str(),
-            at,
-            prev_sha256: &prev_sha256,
-            body: &body,
-        })?;
-        sqlx::query(
-            "INSERT INTO audit_entries \
-             (v, tenant, seq, kind, at, body, prev_sha256, sha256, intent_seq) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(FORMAT_VERSION)
-        .bind(tenant.as_str())
-        .bind(seq)
-        .bind(kind.as_str())
-        .bind(at)
-        .bind(serde_json::to_string(&body)?)
-        .bind(&prev_sha256)
-        .bind(&sha256)
-        .bind(answers)
-        .execute(&mut *tx)
-        .await?;
-        Ok(EntryId::new(tenant.clone(), seq_from_sql(seq)))
-    }
+            json!({"intent": {"seq": intent_seq, "sha256": intent_sha}, "outcome": body})
+        }
+    };
+    let head: Option<(i64, String)> = sqlx::query_as(
+        "SELECT seq, sha256 FROM audit_entries WHERE tenant = $1 ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(tenant.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (seq, prev_sha256) = match head {
+        Some((seq, sha)) => (seq.saturating_add(1), sha),
+        None => (1, EntryHash::GENESIS.to_string()),
+    };
+    let body = canonicalize(&body);
+    let sha256 = hash_fields(Fields {
+        v: FORMAT_VERSION,
+        tenant: tenant.as_str(),
+        seq,
+        kind: kind.as_str(),
+        at,
+        prev_sha256: &prev_sha256,
+        body: &body,
+    })?;
+    sqlx::query(
+        "INSERT INTO audit_entries \
+         (v, tenant, seq, kind, at, body, prev_sha256, sha256, intent_seq) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(FORMAT_VERSION)
+    .bind(tenant.as_str())
+    .bind(seq)
+    .bind(kind.as_str())
+    .bind(at)
+    .bind(serde_json::to_string(&body)?)
+    .bind(&prev_sha256)
+    .bind(&sha256)
+    .bind(answers)
+    .execute(&mut *tx)
+    .await?;
+    Ok(EntryId::new(tenant, seq_from_sql(seq)))
 }
 
 impl AuditLog {
