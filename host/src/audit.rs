@@ -301,6 +301,16 @@ struct Append {
 /// The most appends written in one transaction.
 const MAX_GROUP: usize = 512;
 
+/// A pool of at most `max` connections to the database file. sqlx pings a
+/// connection before lending it by default, which for SQLite is one more
+/// round trip to the connection's worker thread per statement and tests
+/// nothing a local file can lose; here it is off.
+fn pool_options(max: u32) -> SqlitePoolOptions {
+    SqlitePoolOptions::new()
+        .max_connections(max)
+        .test_before_acquire(false)
+}
+
 impl AuditLog {
     /// Opens the log at `path`, creating the file and schema if missing.
     pub async fn open(path: &Path) -> Result<AuditLog, AuditError> {
@@ -315,8 +325,7 @@ impl AuditLog {
             source,
         };
         // The one writing connection (see "Storage" for its durability).
-        let writes = SqlitePoolOptions::new()
-            .max_connections(1)
+        let writes = pool_options(1)
             .connect_with(options.clone().synchronous(SqliteSynchronous::Normal))
             .await
             .map_err(open_error)?;
@@ -327,8 +336,7 @@ impl AuditLog {
                 path: path.to_owned(),
                 source,
             })?;
-        let reads = SqlitePoolOptions::new()
-            .max_connections(4)
+        let reads = pool_options(4)
             .connect_with(options)
             .await
             .map_err(open_error)?;
@@ -357,8 +365,7 @@ impl AuditLog {
             path: path.to_owned(),
             source,
         };
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
+        let pool = pool_options(1)
             .connect_with(options)
             .await
             .map_err(open_error)?;
