@@ -51,6 +51,54 @@ pub struct Tenant {
     /// Mail sent with `sendMail` (runtime), newest last.
     #[serde(skip)]
     pub outbox: Vec<Value>,
+    /// Where each user is in `users`, by id and by UPN (runtime; see
+    /// [`Tenant::user_index`](crate::sim::model::Tenant::user_index)).
+    #[serde(skip)]
+    pub index: UserIndex,
+}
+
+/// Positions in [`Tenant::users`] by lowercased object id and UPN. A
+/// position found is checked against the user there before it is trusted;
+/// a name not found is searched for in `users`, and when it is there the
+/// index is built again. So the index needs no bookkeeping when `users`
+/// change, and costs a linear search only for names nobody has.
+#[derive(Debug, Default)]
+pub struct UserIndex(std::sync::RwLock<std::collections::HashMap<String, usize>>);
+
+impl Clone for UserIndex {
+    /// A copy starts empty: it is built again from the copy's users.
+    fn clone(&self) -> Self {
+        UserIndex::default()
+    }
+}
+
+impl UserIndex {
+    /// The user whose object id or UPN is `key`, ignoring ASCII case (ids
+    /// and UPNs are unique in a tenant).
+    pub(crate) fn find(&self, users: &[User], key: &str) -> Option<usize> {
+        let is = |u: &User| {
+            u.id.eq_ignore_ascii_case(key) || u.user_principal_name.eq_ignore_ascii_case(key)
+        };
+        let lower = key.to_ascii_lowercase();
+        let known = self
+            .0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&lower)
+            .copied();
+        if let Some(i) = known.filter(|&i| users.get(i).is_some_and(is)) {
+            return Some(i);
+        }
+        let found = users.iter().position(is)?;
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        map.clear();
+        for (i, user) in users.iter().enumerate() {
+            for name in [&user.id, &user.user_principal_name] {
+                map.entry(name.to_ascii_lowercase()).or_insert(i);
+            }
+        }
+        Some(found)
+    }
 }
 
 /// Tenant-wide behaviour.
@@ -451,5 +499,54 @@ pub mod roles {
             GLOBAL_READER => "Global Reader",
             _ => "Directory role",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(names: &[&str]) -> Tenant {
+        let users: Vec<Value> = names
+            .iter()
+            .map(|n| {
+                serde_json::json!({
+                    "id": format!("ID-{n}"),
+                    "user_principal_name": format!("{n}@contoso.com"),
+                    "display_name": n,
+                    "password": "Right-Password-1",
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "id": "tenant", "name": "contoso", "display_name": "Contoso",
+            "domain": "contoso.com", "users": users,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn users_are_found_by_id_or_upn_in_any_case_and_after_the_list_changes() {
+        let mut t = tenant(&["ann", "bob", "cy"]);
+        assert_eq!(t.user_index("bob@contoso.com"), Some(1));
+        assert_eq!(t.user_index("BOB@Contoso.com"), Some(1));
+        assert_eq!(t.user_index("id-cy"), Some(2));
+        assert_eq!(t.user_index("ID-ANN"), Some(0));
+        assert_eq!(t.user_index("dee@contoso.com"), None);
+        // Changed under the index: a stale position is not trusted, and a
+        // user added later is found.
+        t.users.swap(0, 2);
+        assert_eq!(t.user_index("ann@contoso.com"), Some(2));
+        assert_eq!(t.user_index("cy@contoso.com"), Some(0));
+        let mut dee = t.users[1].clone();
+        dee.id = "ID-dee".into();
+        dee.user_principal_name = "dee@contoso.com".into();
+        t.users.push(dee);
+        assert_eq!(t.user_index("Dee@contoso.com"), Some(3));
+        t.users.remove(0);
+        assert_eq!(t.user_index("cy@contoso.com"), None);
+        assert_eq!(t.user_index("dee@contoso.com"), Some(2));
+        // A copy finds the same users.
+        assert_eq!(t.clone().user_index("bob@contoso.com"), Some(0));
     }
 }

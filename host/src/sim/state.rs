@@ -158,10 +158,7 @@ impl Tenant {
     /// The index of the user with this object id or UPN (UPNs compare
     /// ignoring case).
     pub fn user_index(&self, id_or_upn: &str) -> Option<usize> {
-        self.users.iter().position(|u| {
-            u.id.eq_ignore_ascii_case(id_or_upn)
-                || u.user_principal_name.eq_ignore_ascii_case(id_or_upn)
-        })
+        self.index.find(&self.users, id_or_upn)
     }
 
     /// The user with this object id or UPN.
