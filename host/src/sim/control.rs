@@ -469,9 +469,7 @@ async fn simulate_sign_in(State(sim): State<Sim>, body: Bytes) -> Result<Json<Va
         ca_policies: verdict.ca_policies,
     };
     let id = record.id.clone();
-    // The log is kept newest first.
-    let position = tenant.sign_ins.partition_point(|s| s.created > now);
-    tenant.sign_ins.insert(position, record);
+    tenant.log_sign_in(record);
 
     let mut answer = json!({
         "errorCode": verdict.error_code,

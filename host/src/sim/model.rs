@@ -42,9 +42,10 @@ pub struct Tenant {
     /// Domains, with their password expiry settings.
     #[serde(default)]
     pub domains: Vec<Domain>,
-    /// Sign-in log (runtime; seeded sign-ins come from each user's `sign_ins`).
+    /// Sign-in log, newest first (runtime; seeded sign-ins come from each
+    /// user's `sign_ins`). A deque, because new records go in at the front.
     #[serde(skip)]
-    pub sign_ins: Vec<SignIn>,
+    pub sign_ins: std::collections::VecDeque<SignIn>,
     /// Directory audit log (runtime).
     #[serde(skip)]
     pub audits: Vec<Value>,

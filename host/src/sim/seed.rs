@@ -196,7 +196,7 @@ fn prepare(tenant: &mut Tenant, now: OffsetDateTime) {
         }
     }
     log.sort_by_key(|s| std::cmp::Reverse(s.created));
-    tenant.sign_ins = log;
+    tenant.sign_ins = log.into();
     let _ = json!(null);
 }
 

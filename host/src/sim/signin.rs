@@ -528,20 +528,17 @@ fn password_step(
     }
     let Some(index) = tenant.user_index(&username) else {
         // Entra logs the attempt under the name typed; there is no object id.
-        tenant.sign_ins.insert(
-            tenant.sign_ins.partition_point(|s| s.created > now),
-            SignIn {
-                id: uuid::Uuid::new_v4().to_string(),
-                created: now,
-                user_id: "00000000-0000-0000-0000-000000000000".to_owned(),
-                user_principal_name: username.clone(),
-                user_display_name: String::new(),
-                app_display_name: auth.app_name.clone(),
-                ip_address: ip.to_owned(),
-                error_code: control::USER_NOT_FOUND,
-                ca_policies: Vec::new(),
-            },
-        );
+        tenant.log_sign_in(SignIn {
+            id: uuid::Uuid::new_v4().to_string(),
+            created: now,
+            user_id: "00000000-0000-0000-0000-000000000000".to_owned(),
+            user_principal_name: username.clone(),
+            user_display_name: String::new(),
+            app_display_name: auth.app_name.clone(),
+            ip_address: ip.to_owned(),
+            error_code: control::USER_NOT_FOUND,
+            ca_policies: Vec::new(),
+        });
         return Step::Retry {
             username,
             message: "This username may be incorrect. Make sure you typed it correctly. Otherwise, contact your admin.".to_owned(),
@@ -897,9 +894,7 @@ fn record_sign_in(
         error_code,
         ca_policies,
     };
-    // The log is kept newest first.
-    let position = tenant.sign_ins.partition_point(|s| s.created > now);
-    tenant.sign_ins.insert(position, record);
+    tenant.log_sign_in(record);
 }
 
 fn client_ip(headers: &HeaderMap) -> String {

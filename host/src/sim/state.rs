@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::sim::identity::SigningKey;
-use crate::sim::model::{Tenant, User};
+use crate::sim::model::{SignIn, Tenant, User};
 
 /// A fault to inject on matching requests.
 #[derive(Clone, Debug)]
@@ -159,6 +159,15 @@ impl Tenant {
     /// ignoring case).
     pub fn user_index(&self, id_or_upn: &str) -> Option<usize> {
         self.index.find(&self.users, id_or_upn)
+    }
+
+    /// Adds `record` to the sign-in log, which is kept newest first (after
+    /// any records of the same instant).
+    pub fn log_sign_in(&mut self, record: SignIn) {
+        let position = self
+            .sign_ins
+            .partition_point(|s| s.created > record.created);
+        self.sign_ins.insert(position, record);
     }
 
     /// The user with this object id or UPN.
