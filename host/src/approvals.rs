@@ -25,9 +25,9 @@
 
 use std::time::Duration;
 
+use crate::audit::Db;
 use latchkey_policy::Approver;
 use serde_json::{Value, json};
-use sqlx::sqlite::SqlitePool;
 
 use crate::audit::{AuditError, AuditLog, Kind};
 use crate::graph::{GraphClient, GraphError};
@@ -279,7 +279,7 @@ pub async fn is_member(
 /// The approval requests in the service's database.
 #[derive(Clone, Debug)]
 pub struct Approvals {
-    pool: SqlitePool,
+    db: Db,
 }
 
 const COLUMNS: &str = "id, tenant, requester, requester_name, approver_kind, approver_ref, \
@@ -307,7 +307,7 @@ impl Approvals {
     /// opened).
     pub fn new(audit: &AuditLog) -> Approvals {
         Approvals {
-            pool: audit.pool().clone(),
+            db: audit.db().clone(),
         }
     }
 
@@ -374,7 +374,7 @@ impl Approvals {
         .bind(&request.reason)
         .bind(request.created_at)
         .bind(request.expires_at)
-        .execute(&self.pool)
+        .execute(&mut *self.db.lock().await?)
         .await?;
         let mut body = record(&request, "asked");
         body["decision_id"] = json!(ask.decision_id);
@@ -389,7 +389,7 @@ impl Approvals {
             "SELECT {COLUMNS} FROM approval_requests WHERE id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.db.lock().await?)
         .await?;
         row.map(parse).transpose()
     }
@@ -456,7 +456,7 @@ impl Approvals {
         .bind(answered_by.as_str())
         .bind(now)
         .bind(&request.id)
-        .execute(&self.pool)
+        .execute(&mut *self.db.lock().await?)
         .await?;
         if updated.rows_affected() != 1 {
             let now_status = self.get(id).await?.map_or(Status::Withdrawn, |r| r.status);
@@ -501,7 +501,7 @@ impl Approvals {
             "SELECT {COLUMNS} FROM approval_requests WHERE status = 'pending' AND expires_at < $1"
         ))
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.db.lock().await?)
         .await?;
         let mut expired = Vec::new();
         for row in rows {
@@ -530,7 +530,7 @@ impl Approvals {
         .bind(tenant.as_str())
         .bind(user.as_str())
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.db.lock().await?)
         .await?;
         let mut requests = Vec::new();
         for row in rows {
@@ -560,7 +560,7 @@ impl Approvals {
         sqlx::query("UPDATE approval_requests SET checked = $1 WHERE id = $2")
             .bind(checked)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *self.db.lock().await?)
             .await?;
         Ok(())
     }
@@ -579,7 +579,7 @@ impl Approvals {
         .bind(status.as_str())
         .bind(now)
         .bind(&request.id)
-        .execute(&self.pool)
+        .execute(&mut *self.db.lock().await?)
         .await?;
         if updated.rows_affected() != 1 {
             return Ok(None);

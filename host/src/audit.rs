@@ -79,10 +79,16 @@
 //!
 //! Every write of this process, the log's and the state's kept beside it
 //! in the same file (conversations, pending verifications, approvals,
-//! receipt nonces; [`AuditLog::pool`]), goes through **one connection**, so
+//! receipt nonces; [`AuditLog::db`]), goes through **one connection**, so
 //! writers queue in the process instead of meeting SQLite's busy handler,
 //! which sleeps. Reads have connections of their own (WAL readers never
 //! wait for the writer).
+//!
+//! That connection is a [`Db`]: a connection behind a tokio mutex, not a
+//! pool of one. A sqlx pool pings a connection each time it comes back,
+//! one more round trip to the connection's worker thread (two thread
+//! wake-ups) per statement; behind the mutex a statement is one round
+//! trip, and the queue is the mutex's.
 //!
 //! That connection commits with `synchronous = NORMAL` (no fsync), and an
 //! append returns only after the write-ahead log has been fsynced behind
@@ -116,11 +122,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
+use sqlx::Connection as _;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
-use tokio::sync::Mutex;
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 use crate::tenant::TenantId;
 
@@ -267,8 +275,8 @@ pub struct AuditLog {
     /// The log's own reads.
     reads: SqlitePool,
     /// The one writing connection, for appends and the state beside the
-    /// log: see "Storage". The read pool, read-only.
-    writes: SqlitePool,
+    /// log: see "Storage". A read-only connection, read-only.
+    db: Db,
     /// The write-ahead log, fsynced after each group of appends; `None`
     /// when read-only.
     wal: Option<PathBuf>,
@@ -301,6 +309,34 @@ struct Append {
 /// The most appends written in one transaction.
 const MAX_GROUP: usize = 512;
 
+/// The process's one writing connection to the database (see "Storage"),
+/// shared by cloning. Lock it for a statement or a transaction, briefly,
+/// and never across an append or a call to another service.
+#[derive(Clone, Debug)]
+pub struct Db(std::sync::Arc<Mutex<Option<SqliteConnection>>>);
+
+impl Db {
+    fn new(connection: SqliteConnection) -> Db {
+        Db(std::sync::Arc::new(Mutex::new(Some(connection))))
+    }
+
+    /// The connection, once the statements before have finished; an error
+    /// once the log is closed.
+    pub async fn lock(&self) -> Result<MappedMutexGuard<'_, SqliteConnection>, sqlx::Error> {
+        MutexGuard::try_map(self.0.lock().await, Option::as_mut)
+            .map_err(|_| sqlx::Error::PoolClosed)
+    }
+
+    /// Closes the connection (statements already waiting finish first);
+    /// clones get errors from then on.
+    async fn close(&self) {
+        let connection = self.0.lock().await.take();
+        if let Some(connection) = connection {
+            let _ = connection.close().await;
+        }
+    }
+}
+
 /// A pool of at most `max` connections to the database file. sqlx pings a
 /// connection before lending it by default, which for SQLite is one more
 /// round trip to the connection's worker thread per statement and tests
@@ -325,12 +361,12 @@ impl AuditLog {
             source,
         };
         // The one writing connection (see "Storage" for its durability).
-        let writes = pool_options(1)
-            .connect_with(options.clone().synchronous(SqliteSynchronous::Normal))
-            .await
-            .map_err(open_error)?;
+        let mut writes =
+            SqliteConnection::connect_with(&options.clone().synchronous(SqliteSynchronous::Normal))
+                .await
+                .map_err(open_error)?;
         MIGRATOR
-            .run(&writes)
+            .run(&mut writes)
             .await
             .map_err(|source| AuditError::Migrate {
                 path: path.to_owned(),
@@ -344,7 +380,7 @@ impl AuditLog {
         wal.push("-wal");
         Ok(AuditLog::with_pools(
             reads,
-            writes,
+            Db::new(writes),
             Some(PathBuf::from(wal)),
             path,
         ))
@@ -366,7 +402,7 @@ impl AuditLog {
             source,
         };
         let pool = pool_options(1)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(open_error)?;
         // The first query is where SQLite finds out the file is not a database.
@@ -381,20 +417,18 @@ impl AuditLog {
                 path: path.to_owned(),
             });
         }
-        Ok(AuditLog::with_pools(pool.clone(), pool, None, path))
+        let db = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(open_error)?;
+        Ok(AuditLog::with_pools(pool, Db::new(db), None, path))
     }
 
-    /// `writes` is the one writing connection (the read pool when
-    /// read-only); `wal` is fsynced after each group of appends.
-    fn with_pools(
-        reads: SqlitePool,
-        writes: SqlitePool,
-        wal: Option<PathBuf>,
-        path: &Path,
-    ) -> AuditLog {
+    /// `db` is the one writing connection (read-only when the log is);
+    /// `wal` is fsynced after each group of appends.
+    fn with_pools(reads: SqlitePool, db: Db, wal: Option<PathBuf>, path: &Path) -> AuditLog {
         AuditLog {
             reads,
-            writes,
+            db,
             wal,
             path: path.to_owned(),
             writer: std::sync::Arc::new(Mutex::new(())),
@@ -415,20 +449,19 @@ impl AuditLog {
         &self.path
     }
 
-    /// The connection pool for the state kept beside the log in its
-    /// database (conversations, verifications, approvals, receipt nonces):
-    /// the process's one writing connection, committing without an fsync of
-    /// its own (see the module's "Storage" for why that is safe). Hold a
-    /// connection or transaction from it only briefly, and never across an
-    /// append. Every migration in `host/migrations` has run on it when the
-    /// log was opened with [`AuditLog::open`].
-    pub fn pool(&self) -> &SqlitePool {
-        &self.writes
+    /// The connection for the state kept beside the log in its database
+    /// (conversations, verifications, approvals, receipt nonces): the
+    /// process's one writing connection, committing without an fsync of its
+    /// own (see the module's "Storage" for why that is safe). Every
+    /// migration in `host/migrations` has run on it when the log was opened
+    /// with [`AuditLog::open`].
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
     /// Closes the connections, letting SQLite checkpoint its write-ahead log.
     pub async fn close(self) {
-        self.writes.close().await;
+        self.db.close().await;
         self.reads.close().await;
     }
 
@@ -695,10 +728,10 @@ impl AuditLog {
             };
             // Spawned, so that a caller that stops waiting cannot abandon
             // the others' appends halfway; the lock is held until it ends.
-            let (pool, wal) = (self.writes.clone(), self.wal.clone());
+            let (db, wal) = (self.db.clone(), self.wal.clone());
             let _ = tokio::spawn(async move {
                 let _writer = writer;
-                commit_group(&pool, wal, group).await;
+                commit_group(&db, wal, group).await;
             })
             .await;
             if let Ok(result) = answer.try_recv() {
@@ -716,14 +749,15 @@ impl AuditLog {
 /// Writes `group` in one transaction, fsyncs the write-ahead log `wal`, and
 /// answers each append. A failure of one append's own checks fails it
 /// alone; a database or disk failure fails all.
-async fn commit_group(pool: &SqlitePool, wal: Option<PathBuf>, group: Vec<Queued>) {
+async fn commit_group(db: &Db, wal: Option<PathBuf>, group: Vec<Queued>) {
     let (appends, dones): (Vec<Append>, Vec<_>) =
         group.into_iter().map(|q| (q.append, q.done)).unzip();
     let mut results = Vec::with_capacity(appends.len());
     let committed = async {
         // IMMEDIATE takes SQLite's write lock now rather than at the first
         // INSERT, so another process cannot read the same heads in between.
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut connection = db.lock().await?;
+        let mut tx = connection.begin_with("BEGIN IMMEDIATE").await?;
         for append in appends {
             match write_one(&mut tx, append).await {
                 Err(AuditError::Database(e)) => return Err(e),

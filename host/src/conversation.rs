@@ -380,7 +380,7 @@ impl Engine {
         intents: Box<dyn IntentReader>,
         settings: EngineSettings,
     ) -> Engine {
-        let store = Store::new(service.audit().pool().clone());
+        let store = Store::new(service.audit().db().clone());
         let approvals = Approvals::new(service.audit());
         Engine {
             service,

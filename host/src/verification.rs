@@ -54,9 +54,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::audit::Db;
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
-use sqlx::sqlite::SqlitePool;
 
 use crate::audit::AuditLog;
 use crate::graph::GraphError;
@@ -235,7 +235,7 @@ impl MacKey {
 /// Runs identity verifications and keeps the pending ones. One per service,
 /// shared behind an `Arc`; every method takes `&self`.
 pub struct Verifier {
-    pool: SqlitePool,
+    db: Db,
     /// Built once; an error here (no TLS backend) is reported by each call
     /// that needs the network.
     http: Result<reqwest::Client, String>,
@@ -273,7 +273,7 @@ impl Verifier {
             .build()
             .map_err(|e| e.to_string());
         Verifier {
-            pool: audit.pool().clone(),
+            db: audit.db().clone(),
             http,
             key: MacKey::generate(),
             clock: Arc::new(clock),

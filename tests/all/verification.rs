@@ -353,7 +353,7 @@ async fn a_step_up_passes_when_the_requester_signs_in_with_mfa_and_the_state_is_
 /// the state.
 async fn sqlx_rows(audit: &AuditLog) -> Vec<(String, String, Option<String>, String)> {
     sqlx::query_as("SELECT state_sha256, tenant, requester, redirect_uri FROM verification_flows")
-        .fetch_all(audit.pool())
+        .fetch_all(&mut *audit.db().lock().await.unwrap())
         .await
         .unwrap()
 }
@@ -913,7 +913,7 @@ async fn a_recovery_code_goes_to_the_registered_address_and_passes_once() {
     // Only an HMAC is kept: the code is nowhere in the database.
     let rows: Vec<(String, String, String)> =
         sqlx::query_as("SELECT id, code_mac, to_masked FROM verification_codes")
-            .fetch_all(f.audit.pool())
+            .fetch_all(&mut *f.audit.db().lock().await.unwrap())
             .await
             .unwrap();
     assert_eq!(rows.len(), 1);

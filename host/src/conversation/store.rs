@@ -8,9 +8,9 @@
 //! so appends from any task (the requester's turn, an approver's answer
 //! landing in the same conversation) never share a number.
 
+use crate::audit::Db;
 use latchkey_policy::Channel;
 use sha2::{Digest as _, Sha256};
-use sqlx::sqlite::SqlitePool;
 
 use super::state::State;
 use super::{EngineError, Event, EventKind};
@@ -50,7 +50,7 @@ pub enum Flow {
 /// The conversations in the service's database.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    db: Db,
     appended: tokio::sync::broadcast::Sender<Appended>,
 }
 
@@ -74,10 +74,10 @@ const ANNOUNCED: usize = 1024;
 const EVENTS_PAGE: i64 = 1000;
 
 impl Store {
-    /// The store on `pool` (migrated when the audit log was opened).
-    pub fn new(pool: SqlitePool) -> Store {
+    /// The store on `db` (migrated when the audit log was opened).
+    pub fn new(db: Db) -> Store {
         Store {
-            pool,
+            db,
             appended: tokio::sync::broadcast::channel(ANNOUNCED).0,
         }
     }
@@ -99,7 +99,7 @@ impl Store {
         )
         .bind(tenant.as_str())
         .bind(user.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.db.lock().await?)
         .await?;
         row.map(|(channel, display_name, state)| {
             Ok(Conversation {
@@ -137,7 +137,7 @@ impl Store {
         .bind(state)
         .bind(deadline)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *self.db.lock().await?)
         .await?;
         Ok(())
     }
@@ -160,7 +160,7 @@ impl Store {
         .bind(user.as_str())
         .bind(display_name)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *self.db.lock().await?)
         .await?;
         Ok(())
     }
@@ -171,7 +171,7 @@ impl Store {
             "SELECT tenant, user_id FROM conversations WHERE deadline IS NOT NULL AND deadline < $1",
         )
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.db.lock().await?)
         .await?;
         rows.into_iter()
             .map(|(tenant, user)| {
@@ -207,7 +207,7 @@ impl Store {
         .bind(user.as_str())
         .bind(at)
         .bind(text)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.db.lock().await?)
         .await?;
         let seq = u64::try_from(seq).unwrap_or(0);
         // Nobody listening is not an error.
@@ -236,7 +236,7 @@ impl Store {
         .bind(user.as_str())
         .bind(after)
         .bind(EVENTS_PAGE)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.db.lock().await?)
         .await?;
         rows.into_iter()
             .map(|(seq, at, text)| {
@@ -263,7 +263,7 @@ impl Store {
         };
         sqlx::query("DELETE FROM conversation_flows WHERE expires_at < $1")
             .bind(expires_at - 2 * crate::verification::FLOW_SECONDS)
-            .execute(&self.pool)
+            .execute(&mut *self.db.lock().await?)
             .await?;
         sqlx::query(
             "INSERT INTO conversation_flows (state_sha256, kind, tenant, user_id, channel, expires_at) \
@@ -275,7 +275,7 @@ impl Store {
         .bind(user.map(UserId::as_str))
         .bind(channel_name(channel))
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(&mut *self.db.lock().await?)
         .await?;
         Ok(())
     }
@@ -287,7 +287,7 @@ impl Store {
              RETURNING kind, tenant, user_id, channel",
         )
         .bind(state_hash(state))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.db.lock().await?)
         .await?;
         let corrupt = || EngineError::Corrupt("a stored sign-in flow".to_owned());
         row.map(|(kind, tenant, user, channel)| {

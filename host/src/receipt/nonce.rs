@@ -12,8 +12,8 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::audit::Db;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use sqlx::sqlite::SqlitePool;
 
 use super::CLOCK_SKEW_SECS;
 use crate::audit::AuditLog;
@@ -224,7 +224,7 @@ pub const NONCE_RETENTION_MARGIN_SECS: i64 = 300;
 /// The SQL is portable (`$n` placeholders, `ON CONFLICT`), so a PostgreSQL
 /// backend for several replicas needs only its own pool and migration.
 pub struct SqliteNonceStore {
-    pool: SqlitePool,
+    db: Db,
     clock: Clock,
 }
 
@@ -241,7 +241,7 @@ impl SqliteNonceStore {
         clock: impl Fn() -> i64 + Send + Sync + 'static,
     ) -> SqliteNonceStore {
         SqliteNonceStore {
-            pool: log.pool().clone(),
+            db: log.db().clone(),
             clock: Arc::new(clock),
         }
     }
@@ -249,7 +249,7 @@ impl SqliteNonceStore {
     /// How many nonces are remembered, expired ones not yet pruned included.
     pub async fn len(&self) -> Result<u64, NonceStoreError> {
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM receipt_nonces")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.db.lock().await.map_err(unavailable)?)
             .await
             .map_err(unavailable)?;
         Ok(u64::try_from(count).unwrap_or(0))
@@ -272,7 +272,7 @@ impl SqliteNonceStore {
             .saturating_sub(NONCE_RETENTION_MARGIN_SECS);
         sqlx::query("DELETE FROM receipt_nonces WHERE expires_at < $1")
             .bind(forget_before)
-            .execute(&self.pool)
+            .execute(&mut *self.db.lock().await.map_err(unavailable)?)
             .await
             .map_err(unavailable)?;
         if expires_at.saturating_add(CLOCK_SKEW_SECS) < now {
@@ -286,7 +286,7 @@ impl SqliteNonceStore {
         .bind(nonce.to_string())
         .bind(expires_at)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *self.db.lock().await.map_err(unavailable)?)
         .await
         .map_err(unavailable)?;
         Ok(inserted.rows_affected() == 1)

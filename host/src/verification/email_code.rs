@@ -121,7 +121,7 @@ impl Verifier {
         let now = self.now();
         sqlx::query("DELETE FROM verification_codes WHERE created_at < $1 AND expires_at < $1")
             .bind(now - KEEP_SECONDS)
-            .execute(&self.pool)
+            .execute(&mut *self.db.lock().await?)
             .await?;
         // Checked before Graph is asked anything, and again, atomically,
         // when the code is recorded.
@@ -149,7 +149,7 @@ impl Verifier {
         .bind(expires_at)
         .bind(now - CODE_RATE_WINDOW_SECONDS)
         .bind(CODES_PER_WINDOW)
-        .execute(&self.pool)
+        .execute(&mut *self.db.lock().await?)
         .await?;
         if inserted.rows_affected() != 1 {
             self.rate_limit(tenant, requester, now).await?;
@@ -181,7 +181,7 @@ impl Verifier {
             // accepted.
             sqlx::query("DELETE FROM verification_codes WHERE id = $1")
                 .bind(&id)
-                .execute(&self.pool)
+                .execute(&mut *self.db.lock().await?)
                 .await?;
             return Err(e.into());
         }
@@ -207,7 +207,7 @@ impl Verifier {
         .bind(tenant.as_str())
         .bind(requester.as_str())
         .bind(now - CODE_RATE_WINDOW_SECONDS)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.db.lock().await?)
         .await?;
         if count >= CODES_PER_WINDOW {
             let retry_after_secs = oldest.map_or(CODE_RATE_WINDOW_SECONDS, |oldest| {
@@ -236,7 +236,7 @@ impl Verifier {
         )
         .bind(tenant.as_str())
         .bind(requester.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.db.lock().await?)
         .await?;
         let Some(stored) = stored else {
             return Err(VerificationError::NoCode);
@@ -259,14 +259,14 @@ impl Verifier {
         )
         .bind(&stored.id)
         .bind(i64::from(CODE_TRIES))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.db.lock().await?)
         .await?;
         let Some(attempts) = attempts else {
             // Another try got there first and used or burnt it.
             let used: Option<i64> =
                 sqlx::query_scalar("SELECT used_at FROM verification_codes WHERE id = $1")
                     .bind(&stored.id)
-                    .fetch_one(&self.pool)
+                    .fetch_one(&mut *self.db.lock().await?)
                     .await?;
             return Err(if used.is_some() {
                 VerificationError::NoCode
@@ -289,7 +289,7 @@ impl Verifier {
             )
             .bind(now)
             .bind(&stored.id)
-            .execute(&self.pool)
+            .execute(&mut *self.db.lock().await?)
             .await?;
             if used.rows_affected() != 1 {
                 return Err(VerificationError::NoCode);

@@ -64,7 +64,7 @@ impl Verifier {
         let now = self.now();
         sqlx::query("DELETE FROM verification_manager_asks WHERE expires_at < $1")
             .bind(now - KEEP_SECONDS)
-            .execute(&self.pool)
+            .execute(&mut *self.db.lock().await?)
             .await?;
         let id = random_uuid_v4()?;
         let expires_at = now + MANAGER_SECONDS;
@@ -79,7 +79,7 @@ impl Verifier {
         .bind(manager.as_str())
         .bind(now)
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(&mut *self.db.lock().await?)
         .await?;
         Ok(ManagerAsk {
             id,
@@ -105,7 +105,7 @@ impl Verifier {
              FROM verification_manager_asks WHERE id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.db.lock().await?)
         .await?;
         let Some((tenant, requester, manager, expires_at, answered_at)) = row else {
             return Err(unknown());
@@ -135,7 +135,7 @@ impl Verifier {
         .bind(now)
         .bind(i64::from(confirm))
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *self.db.lock().await?)
         .await?;
         if answered.rows_affected() != 1 {
             return Err(VerificationError::AlreadyAnswered);

@@ -142,7 +142,7 @@ impl Verifier {
         })?;
         sqlx::query("DELETE FROM verification_flows WHERE expires_at < $1")
             .bind(now - KEEP_SECONDS)
-            .execute(&self.pool)
+            .execute(&mut *self.db.lock().await?)
             .await?;
         sqlx::query(
             "INSERT INTO verification_flows \
@@ -161,7 +161,7 @@ impl Verifier {
         .bind(&key.id)
         .bind(now)
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(&mut *self.db.lock().await?)
         .await?;
         Ok(StepUpStart {
             authorize_url,
@@ -212,7 +212,7 @@ impl Verifier {
         )
         .bind(now)
         .bind(state_digest(state))
-        .execute(&self.pool)
+        .execute(&mut *self.db.lock().await?)
         .await?;
         if taken.rows_affected() != 1 {
             return Err(VerificationError::StateUsed);
@@ -273,7 +273,7 @@ impl Verifier {
              FROM verification_flows WHERE state_sha256 = $1",
         )
         .bind(state_digest(state))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.db.lock().await?)
         .await?;
         let Some(flow) = flow else {
             return Err(VerificationError::UnknownState);
