@@ -502,6 +502,40 @@ async fn concurrent_appends_keep_one_chain_per_tenant() {
 }
 
 #[tokio::test]
+async fn a_head_remembered_from_before_another_process_appended_is_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(&db(&dir)).await.unwrap();
+    let other = AuditLog::open(&db(&dir)).await.unwrap();
+    let t = tenant(T1);
+    let first = log
+        .append(&t, Kind::Request, json!({"n": 1}))
+        .await
+        .unwrap();
+    // `log` remembers seq 1 as the head; the other process writes seq 2.
+    let second = other
+        .append(&t, Kind::Request, json!({"n": 2}))
+        .await
+        .unwrap();
+    let third = log
+        .append(&t, Kind::Request, json!({"n": 3}))
+        .await
+        .unwrap();
+    let intent = other.append_intent(&t, json!({"n": 4})).await.unwrap();
+    let outcome = log
+        .append_outcome(&intent, json!({"status": "done"}))
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = [&first, &second, &third, &intent, &outcome]
+        .iter()
+        .map(|id| id.seq())
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    let report = log.verify(Scope::Tenant(&t)).await.unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.tenants[0].entries, 5);
+}
+
+#[tokio::test]
 async fn export_lines_rehash_to_their_sha256() {
     let (_dir, log) = filled().await;
     let intent = log
