@@ -4,6 +4,7 @@
 //! user principal name.
 
 use serde_json::Value;
+use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 
 use crate::sim::model::Tenant;
@@ -132,7 +133,7 @@ pub fn tenant(count: usize, now: OffsetDateTime) -> Result<(Tenant, Vec<Account>
             "{} {n}",
             user["display_name"].as_str().unwrap_or("Load Test")
         );
-        user["id"] = Value::from(format!("10ad7e57-0000-4000-8000-{n:012x}"));
+        user["id"] = Value::from(object_id(n));
         user["user_principal_name"] = Value::from(upn.clone());
         user["mail"] = Value::from(upn.clone());
         user["display_name"] = Value::from(name);
@@ -141,6 +142,18 @@ pub fn tenant(count: usize, now: OffsetDateTime) -> Result<(Tenant, Vec<Account>
     }
     let tenant = seed::from_json(&seed.to_string(), now)?;
     Ok((tenant, accounts))
+}
+
+/// The `n`th account's object id: a version 4 GUID, random-looking as
+/// Entra's are (so that nothing that compares ids is flattered or harmed by
+/// a shared prefix), and the same in every run.
+fn object_id(n: usize) -> String {
+    let digest = Sha256::digest(format!("latchkey loadtest account {n}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
 }
 
 #[cfg(test)]
@@ -161,6 +174,20 @@ mod tests {
         assert_eq!(copy.manager, original.manager);
         assert_eq!(copy.methods.len(), original.methods.len());
         assert_eq!(copy.sign_ins.len(), original.sign_ins.len());
+        // Version 4 GUIDs, distinct, without a common prefix; the same in
+        // every run.
+        let ids: std::collections::BTreeSet<String> = accounts
+            .iter()
+            .map(|a| tenant.user(&a.upn).unwrap().id.clone())
+            .collect();
+        assert_eq!(ids.len(), 9);
+        assert!(
+            ids.iter()
+                .all(|id| uuid::Uuid::parse_str(id).unwrap().get_version_num() == 4)
+        );
+        let firsts: std::collections::BTreeSet<&str> = ids.iter().map(|id| &id[..4]).collect();
+        assert!(firsts.len() > 1, "{ids:?}");
+        assert_eq!(object_id(5), object_id(5));
         // The demo's own people are still there, managers included.
         assert!(tenant.user("lynne.robbins@contoso.com").is_some());
     }
