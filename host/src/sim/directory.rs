@@ -542,11 +542,16 @@ async fn sign_ins(
             .as_ref()
             .and_then(|f| f.required_eq("userId"))
             .map(str::to_lowercase);
-        let mut log: Vec<&SignIn> = tenant
-            .sign_ins
-            .iter()
-            .filter(|s| user.as_ref().is_none_or(|u| same_lowercase(&s.user_id, u)))
-            .collect();
+        let mut log: Vec<&SignIn> = match &user {
+            Some(u) => tenant
+                .sign_in_keys
+                .candidates(&tenant.sign_ins, u)
+                .into_iter()
+                .map(|i| &tenant.sign_ins[i])
+                .filter(|s| same_lowercase(&s.user_id, u))
+                .collect(),
+            None => tenant.sign_ins.iter().collect(),
+        };
         // Stable: records of the same instant keep the log's order.
         log.sort_by_key(|s| std::cmp::Reverse(s.created));
         log.into_iter()

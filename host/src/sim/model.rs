@@ -56,6 +56,78 @@ pub struct Tenant {
     /// [`Tenant::user_index`](crate::sim::model::Tenant::user_index)).
     #[serde(skip)]
     pub index: UserIndex,
+    /// A digest of each sign-in's lowercased user id, in the log's order
+    /// (runtime; see [`SignInKeys`]).
+    #[serde(skip)]
+    pub sign_in_keys: SignInKeys,
+}
+
+/// A digest of the lowercased `user_id` of every record in
+/// [`Tenant::sign_ins`], in the same order, so that one user's records are
+/// found by scanning eight bytes a record rather than following each
+/// record's id to the heap (the load test's log holds tens of thousands).
+/// Kept in step by [`Tenant::log_sign_in`](crate::sim::model::Tenant::log_sign_in),
+/// and built again whenever its length differs from the log's (a log
+/// replaced or changed directly). A record's `user_id` changed in place is
+/// not noticed: change the log by adding or removing records.
+#[derive(Debug, Default)]
+pub struct SignInKeys(std::sync::RwLock<std::collections::VecDeque<u64>>);
+
+impl Clone for SignInKeys {
+    /// A copy starts empty: it is built again from the copy's log.
+    fn clone(&self) -> Self {
+        SignInKeys::default()
+    }
+}
+
+impl SignInKeys {
+    /// The digest of a lowercased user id.
+    pub(crate) fn key(lower: &str) -> u64 {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut hasher = std::hash::DefaultHasher::new();
+        lower.hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// Notes a record inserted at `position` of `log` (already there).
+    pub(crate) fn inserted(&self, log: &std::collections::VecDeque<SignIn>, position: usize) {
+        let mut keys = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if keys.len() + 1 == log.len() {
+            keys.insert(position, Self::key(&log[position].user_id.to_lowercase()));
+        } else {
+            keys.clear();
+        }
+    }
+
+    /// The positions in `log` of the records whose lowercased user id may
+    /// be `lower` (every one that is, and rarely one that only shares its
+    /// digest), oldest position first.
+    pub(crate) fn candidates(
+        &self,
+        log: &std::collections::VecDeque<SignIn>,
+        lower: &str,
+    ) -> Vec<usize> {
+        let key = Self::key(lower);
+        let find = |keys: &std::collections::VecDeque<u64>| -> Vec<usize> {
+            keys.iter()
+                .enumerate()
+                .filter(|(_, k)| **k == key)
+                .map(|(i, _)| i)
+                .collect()
+        };
+        {
+            let keys = self.0.read().unwrap_or_else(|p| p.into_inner());
+            if keys.len() == log.len() {
+                return find(&keys);
+            }
+        }
+        let mut keys = self.0.write().unwrap_or_else(|p| p.into_inner());
+        *keys = log
+            .iter()
+            .map(|s| Self::key(&s.user_id.to_lowercase()))
+            .collect();
+        find(&keys)
+    }
 }
 
 /// Positions in [`Tenant::users`] by lowercased object id and UPN. A
@@ -524,6 +596,51 @@ mod tests {
             "domain": "contoso.com", "users": users,
         }))
         .unwrap()
+    }
+
+    fn record(user_id: &str, seconds: i64) -> SignIn {
+        SignIn {
+            id: format!("{user_id}-{seconds}"),
+            created: OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(seconds),
+            user_id: user_id.to_owned(),
+            user_principal_name: String::new(),
+            user_display_name: String::new(),
+            app_display_name: String::new(),
+            ip_address: String::new(),
+            error_code: 0,
+            ca_policies: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn one_users_sign_ins_are_found_however_the_log_changed() {
+        let mut t = tenant(&[]);
+        let mine = |t: &Tenant, user: &str| -> Vec<String> {
+            t.sign_in_keys
+                .candidates(&t.sign_ins, user)
+                .into_iter()
+                .map(|i| t.sign_ins[i].id.clone())
+                .filter(|id| id.to_lowercase().starts_with(user))
+                .collect()
+        };
+        t.log_sign_in(record("AA", 1));
+        t.log_sign_in(record("bb", 2));
+        assert_eq!(mine(&t, "aa"), ["AA-1"]);
+        // Kept in step: newest first, an older record after the newer.
+        t.log_sign_in(record("aa", 5));
+        t.log_sign_in(record("Aa", 3));
+        assert_eq!(mine(&t, "aa"), ["aa-5", "Aa-3", "AA-1"]);
+        assert_eq!(mine(&t, "bb"), ["bb-2"]);
+        assert_eq!(mine(&t, "cc"), Vec::<String>::new());
+        // Changed directly, or replaced: built again.
+        t.sign_ins.insert(0, record("bb", 9));
+        assert_eq!(mine(&t, "bb"), ["bb-9", "bb-2"]);
+        t.sign_ins.pop_back();
+        t.log_sign_in(record("aa", 10));
+        assert_eq!(mine(&t, "aa"), ["aa-10", "aa-5", "Aa-3"]);
+        t.sign_ins = vec![record("bb", 1)].into();
+        assert_eq!(mine(&t, "aa"), Vec::<String>::new());
+        assert_eq!(mine(&t.clone(), "bb"), ["bb-1"]);
     }
 
     #[test]

@@ -168,6 +168,7 @@ impl Tenant {
             .sign_ins
             .partition_point(|s| s.created > record.created);
         self.sign_ins.insert(position, record);
+        self.sign_in_keys.inserted(&self.sign_ins, position);
     }
 
     /// The user with this object id or UPN.
