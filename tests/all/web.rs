@@ -68,12 +68,6 @@ impl Running {
         self.sign_in_with(authorize_url, upn, "password").await
     }
 
-    /// The same with phone sign-in ("Use the Authenticator app instead"):
-    /// no password, only the approval on the phone.
-    async fn sign_in_passwordless(&self, authorize_url: &str, upn: &str) -> String {
-        self.sign_in_with(authorize_url, upn, "passwordless").await
-    }
-
     async fn sign_in_with(&self, authorize_url: &str, upn: &str, step: &str) -> String {
         emulator_sign_in(&self.http, &self.sim, authorize_url, upn, step).await
     }
@@ -169,6 +163,41 @@ impl Running {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Completes the MFA step-up the chat asked for in `events`, as `upn`
+    /// signing in at the emulator with `step` (`password` or
+    /// `passwordless`), and checks the chat takes the redirect back.
+    async fn complete_step_up(&self, events: &[Value], upn: &str, step: &str) {
+        let step_up =
+            of_type(events, "step-up").unwrap_or_else(|| panic!("an MFA step-up: {events:#?}"));
+        let back = self
+            .sign_in_with(step_up["url"].as_str().unwrap(), upn, step)
+            .await;
+        let verified = self
+            .http
+            .get(&back)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(verified.status(), 200, "{:?}", verified.text().await);
+    }
+
+    /// Waits for the new password offered in the conversation and takes it.
+    async fn take_secret(&self, token: &str) -> String {
+        let secret = self.wait_for(token, "secret").await;
+        let shown = self
+            .post(
+                token,
+                &format!("/api/secrets/{}", secret["secret_id"].as_str().unwrap()),
+                json!({}),
+            )
+            .await;
+        shown.json::<Value>().await.unwrap()["value"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 }
 

@@ -56,33 +56,9 @@ async fn situation_3_a_lockout_is_explained_then_cleared_by_a_reset_after_mfa() 
     let events = demo.say(&token, "My account is locked").await;
     let text = said(&events);
     assert!(text.contains("locked"), "what was found is said: {text}");
-    let step_up = of_type(&events, "step-up")
-        .unwrap_or_else(|| panic!("an MFA step-up: {events:#?}"))
-        .clone();
     let before = demo.sim.tenant().user(HENRIETTA).unwrap().password.clone();
-    let back = demo
-        .sign_in_at_emulator(step_up["url"].as_str().unwrap(), HENRIETTA)
-        .await;
-    let verified = demo
-        .http
-        .get(&back)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(verified.status(), 200, "{:?}", verified.text().await);
-    let secret = demo.wait_for(&token, "secret").await;
-    let shown = demo
-        .post(
-            &token,
-            &format!("/api/secrets/{}", secret["secret_id"].as_str().unwrap()),
-            json!({}),
-        )
-        .await;
-    let value = shown.json::<Value>().await.unwrap()["value"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    demo.complete_step_up(&events, HENRIETTA, "password").await;
+    let value = demo.take_secret(&token).await;
     let tenant = demo.sim.tenant();
     let user = tenant.user(HENRIETTA).unwrap();
     assert_ne!(user.password, before);
@@ -142,20 +118,7 @@ async fn a_privileged_account_is_reset_only_after_its_manager_approves_over_the_
     let demo = demo().await;
     let johanna = demo.sign_in(JOHANNA).await;
     let events = demo.say(&johanna, "I forgot my password").await;
-    let step_up = of_type(&events, "step-up")
-        .unwrap_or_else(|| panic!("an MFA step-up first: {events:#?}"))
-        .clone();
-    let back = demo
-        .sign_in_at_emulator(step_up["url"].as_str().unwrap(), JOHANNA)
-        .await;
-    let verified = demo
-        .http
-        .get(&back)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(verified.status(), 200, "{:?}", verified.text().await);
+    demo.complete_step_up(&events, JOHANNA, "password").await;
     let before = snapshot(&demo, JOHANNA);
     assert!(
         of_type(&demo.events(&johanna, 0).await, "secret").is_none(),
@@ -185,18 +148,7 @@ async fn a_privileged_account_is_reset_only_after_its_manager_approves_over_the_
         )
         .await;
     assert_eq!(answered.status(), 200, "{:?}", answered.text().await);
-    let secret = demo.wait_for(&johanna, "secret").await;
-    let shown = demo
-        .post(
-            &johanna,
-            &format!("/api/secrets/{}", secret["secret_id"].as_str().unwrap()),
-            json!({}),
-        )
-        .await;
-    let value = shown.json::<Value>().await.unwrap()["value"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let value = demo.take_secret(&johanna).await;
     let tenant = demo.sim.tenant();
     let user = tenant.user(JOHANNA).unwrap();
     assert_eq!(user.password, value);
@@ -218,32 +170,8 @@ async fn situation_4_an_expired_password_is_reset_with_a_forced_change_after_pho
         .await;
     let text = said(&events);
     assert!(text.contains("expired"), "what was found is said: {text}");
-    let step_up = of_type(&events, "step-up")
-        .unwrap_or_else(|| panic!("an MFA step-up: {events:#?}"))
-        .clone();
-    let back = demo
-        .sign_in_passwordless(step_up["url"].as_str().unwrap(), GRADY)
-        .await;
-    let verified = demo
-        .http
-        .get(&back)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(verified.status(), 200, "{:?}", verified.text().await);
-    let secret = demo.wait_for(&token, "secret").await;
-    let shown = demo
-        .post(
-            &token,
-            &format!("/api/secrets/{}", secret["secret_id"].as_str().unwrap()),
-            json!({}),
-        )
-        .await;
-    let value = shown.json::<Value>().await.unwrap()["value"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    demo.complete_step_up(&events, GRADY, "passwordless").await;
+    let value = demo.take_secret(&token).await;
     let tenant = demo.sim.tenant();
     let user = tenant.user(GRADY).unwrap();
     assert_ne!(user.password, before);
