@@ -167,13 +167,15 @@ impl Running {
 
     /// Completes the MFA step-up the chat asked for in `events`, as `upn`
     /// signing in at the emulator with `step` (`password` or
-    /// `passwordless`), and checks the chat takes the redirect back.
-    async fn complete_step_up(&self, events: &[Value], upn: &str, step: &str) {
+    /// `passwordless`), and returns the chat's answer to the redirect back
+    /// to its callback.
+    async fn complete_step_up(&self, events: &[Value], upn: &str, step: &str) -> Value {
         let step_up =
             of_type(events, "step-up").unwrap_or_else(|| panic!("an MFA step-up: {events:#?}"));
         let back = self
             .sign_in_with(step_up["url"].as_str().unwrap(), upn, step)
             .await;
+        assert!(back.starts_with(&self.url("/callback?")), "{back}");
         let verified = self
             .http
             .get(&back)
@@ -182,6 +184,7 @@ impl Running {
             .await
             .unwrap();
         assert_eq!(verified.status(), 200, "{:?}", verified.text().await);
+        verified.json().await.unwrap()
     }
 
     /// Waits for the new password offered in the conversation and takes it.
@@ -228,9 +231,10 @@ async fn situation_1_over_the_json_api_mfa_step_up_then_a_password_shown_once() 
         of_type(&events, "user-message").unwrap()["text"],
         "I forgot my password"
     );
-    let step_up = of_type(&events, "step-up")
-        .unwrap_or_else(|| panic!("an MFA step-up is offered: {events:#?}"))
-        .clone();
+    assert!(
+        of_type(&events, "step-up").is_some(),
+        "an MFA step-up is offered: {events:#?}"
+    );
     let before = demo.sim.tenant().user(ADELE).unwrap().password.clone();
     assert!(
         !demo.sim.tenant().user(ADELE).unwrap().force_change_password,
@@ -239,19 +243,7 @@ async fn situation_1_over_the_json_api_mfa_step_up_then_a_password_shown_once() 
 
     // The step-up: the emulator's sign-in with Authenticator, back to our
     // callback, which continues the conversation.
-    let back = demo
-        .sign_in_at_emulator(step_up["url"].as_str().unwrap(), ADELE)
-        .await;
-    assert!(back.starts_with(&demo.url("/callback?")), "{back}");
-    let verified = demo
-        .http
-        .get(&back)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(verified.status(), 200, "{:?}", verified.text().await);
-    let verified: Value = verified.json().await.unwrap();
+    let verified = demo.complete_step_up(&events, ADELE, "password").await;
     assert_eq!(verified["verified"], true);
 
     let secret = demo.wait_for(&token, "secret").await;
