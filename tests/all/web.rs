@@ -204,6 +204,39 @@ impl Running {
     }
 }
 
+/// Signs `upn` in on the emulator's sign-in page the browser shows: their
+/// name typed, then [`password_and_phone`].
+async fn sign_in_in_browser(c: &fantoccini::Client, demo: &Running, upn: &str) {
+    let password = demo.sim.tenant().user(upn).unwrap().password.clone();
+    c.wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Id("username"))
+        .await
+        .unwrap()
+        .send_keys(upn)
+        .await
+        .unwrap();
+    password_and_phone(c, demo, upn, &password).await;
+}
+
+/// On the emulator's sign-in page: `password` typed and the form
+/// submitted, then the request approved on `upn`'s simulated phone.
+async fn password_and_phone(c: &fantoccini::Client, demo: &Running, upn: &str, password: &str) {
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(password)
+        .await
+        .unwrap();
+    c.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    demo.approve_on_phone(upn).await;
+}
+
 fn of_type<'a>(events: &'a [Value], kind: &str) -> Option<&'a Value> {
     events.iter().find(|e| e["type"] == kind)
 }
@@ -601,27 +634,7 @@ async fn situation_1_in_headless_chromium() {
         .click()
         .await
         .unwrap();
-    let password = demo.sim.tenant().user(ADELE).unwrap().password.clone();
-    wait()
-        .for_element(Locator::Id("username"))
-        .await
-        .unwrap()
-        .send_keys(ADELE)
-        .await
-        .unwrap();
-    c.find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys(&password)
-        .await
-        .unwrap();
-    c.find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    demo.approve_on_phone(ADELE).await;
+    sign_in_in_browser(c, &demo, ADELE).await;
     // The waiting page refreshes itself, goes back to the chat, signed in.
     let who = wait().for_element(Locator::Id("who")).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -658,19 +671,7 @@ async fn situation_1_in_headless_chromium() {
         Some(ADELE),
         "the step-up pre-fills the user's sign-in name"
     );
-    c.find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys(&password)
-        .await
-        .unwrap();
-    c.find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    demo.approve_on_phone(ADELE).await;
+    password_and_phone(c, &demo, ADELE, &before).await;
     let notice = wait().for_element(Locator::Id("notice")).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !notice.text().await.unwrap_or_default().contains("Verified") {
@@ -744,27 +745,7 @@ async fn a_manager_confirms_with_the_pages_button_in_headless_chromium() {
     let c = &browser.client;
     let wait = || c.wait().at_most(Duration::from_secs(30));
     c.goto(&demo.url("/auth/login")).await.unwrap();
-    let password = demo.sim.tenant().user(MEGAN).unwrap().password.clone();
-    wait()
-        .for_element(Locator::Id("username"))
-        .await
-        .unwrap()
-        .send_keys(MEGAN)
-        .await
-        .unwrap();
-    c.find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys(&password)
-        .await
-        .unwrap();
-    c.find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    demo.approve_on_phone(MEGAN).await;
+    sign_in_in_browser(c, &demo, MEGAN).await;
 
     let approve = wait()
         .for_element(Locator::Css(".actions.approval button.approve"))
