@@ -569,14 +569,6 @@ async fn sign_ins(
 
 /// `a.to_lowercase() == lower`, without allocating for ASCII (ids are).
 fn same_lowercase(a: &str, lower: &str) -> bool {
-    // Most records differ from the first character, and an ASCII character
-    // lowercases on its own: settled without scanning either string.
-    if let (Some(x), Some(y)) = (a.as_bytes().first(), lower.as_bytes().first())
-        && x.is_ascii()
-        && x.to_ascii_lowercase() != *y
-    {
-        return false;
-    }
     if a.is_ascii() && lower.is_ascii() {
         a.eq_ignore_ascii_case(lower)
     } else {
@@ -928,7 +920,7 @@ mod tests {
     }
 
     #[test]
-    fn ids_compare_as_their_lowercase_whatever_their_first_character() {
+    fn ids_compare_as_their_unicode_lowercase() {
         assert!(same_lowercase("ABC-1", "abc-1"));
         assert!(!same_lowercase("xbc-1", "abc-1"));
         assert!(!same_lowercase("abc-2", "abc-1"));
