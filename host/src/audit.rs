@@ -275,7 +275,7 @@ pub struct AuditLog {
     /// The log's own reads.
     reads: SqlitePool,
     /// The one writing connection, for appends and the state beside the
-    /// log: see "Storage". A read-only connection, read-only.
+    /// log: see "Storage". Read-only when the log is.
     db: Db,
     /// The write-ahead log, fsynced after each group of appends; `None`
     /// when read-only.
