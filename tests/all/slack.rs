@@ -505,18 +505,7 @@ async fn situation_1_in_a_dm_step_up_then_the_password_only_in_the_dm_and_a_retr
     );
 
     let back = slack.sign_in_at_emulator(&url, ADELE).await;
-    assert!(
-        back.starts_with(&format!("{}/callback?", slack.demo_url)),
-        "{back}"
-    );
-    let verified = slack
-        .http
-        .get(&back)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(verified.status(), 200);
+    latchkey_tests::follow_callback(&slack.http, &slack.demo_url, &back, None).await;
 
     let password = loop {
         let now_password = slack.sim.tenant().user(ADELE).unwrap().password.clone();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fantoccini::Locator;
-use latchkey_tests::{approve_on_phone, emulator_sign_in, temporary_access_pass};
+use latchkey_tests::{approve_on_phone, emulator_sign_in, follow_callback, temporary_access_pass};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use serde_json::{Value, json};
@@ -97,16 +97,8 @@ impl Running {
         let body: Value = started.json().await.unwrap();
         let authorize = body["authorize_url"].as_str().unwrap();
         let back = self.sign_in_with(authorize, upn, step).await;
-        assert!(back.starts_with(&self.url("/callback?")), "{back}");
-        let done = self
-            .http
-            .get(&back)
-            .header("accept", "application/json")
-            .header("cookie", format!("latchkey_login={login}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(done.status(), 200, "{:?}", done.text().await);
+        let login = format!("latchkey_login={login}");
+        let done = follow_callback(&self.http, &self.url, &back, Some(&login)).await;
         let cookie = cookie_from(done.headers(), "latchkey_session").expect("the session cookie");
         let body: Value = done.json().await.unwrap();
         assert_eq!(body["session"], cookie.as_str());
@@ -175,16 +167,11 @@ impl Running {
         let back = self
             .sign_in_with(step_up["url"].as_str().unwrap(), upn, step)
             .await;
-        assert!(back.starts_with(&self.url("/callback?")), "{back}");
-        let verified = self
-            .http
-            .get(&back)
-            .header("accept", "application/json")
-            .send()
+        follow_callback(&self.http, &self.url, &back, None)
             .await
-            .unwrap();
-        assert_eq!(verified.status(), 200, "{:?}", verified.text().await);
-        verified.json().await.unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// Waits for the new password offered in the conversation and takes it.

@@ -250,6 +250,26 @@ pub async fn emulator_sign_in(
         .unwrap_or_else(|e| panic!("{upn}: {e}"))
 }
 
+/// Follows `back`, the emulator's redirect to the OIDC callback of the app
+/// at `app`, as the web chat's page does (asking for JSON), with `cookie`
+/// if given, and returns the app's answer, which must be a 200.
+pub async fn follow_callback(
+    http: &reqwest::Client,
+    app: &str,
+    back: &str,
+    cookie: Option<&str>,
+) -> reqwest::Response {
+    assert!(back.starts_with(&format!("{app}/callback?")), "{back}");
+    let mut request = http.get(back).header("accept", "application/json");
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    let answer = request.send().await.unwrap();
+    let status = answer.status();
+    assert_eq!(status, 200, "{:?}", answer.text().await);
+    answer
+}
+
 /// Approves `upn`'s pending Authenticator request, as the phone would.
 pub async fn approve_on_phone(http: &reqwest::Client, sim: &latchkey::sim::Sim, upn: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
