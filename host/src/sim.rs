@@ -9,11 +9,12 @@
 //! Layout: [`identity`] (tokens, keys, discovery) and [`signin`] (the
 //! authorize page, PKCE, the simulated Authenticator); [`users`],
 //! [`methods`] and [`directory`] (Graph routes); [`odata`] (query options);
-//! [`auth`] (who is calling, and may they); [`error`] (Graph's envelope);
+//! [`batch`] (JSON batching); [`auth`] (who is calling, and may they); [`error`] (Graph's envelope);
 //! [`control`] (`/_sim/`: sign-in simulation, faults, the outbox); [`seed`]
 //! and [`model`] (the tenant).
 
 pub mod auth;
+pub mod batch;
 pub mod browser;
 pub mod control;
 pub mod directory;
@@ -45,7 +46,14 @@ pub const MAX_BODY_BYTES: usize = 4 << 20;
 
 /// The emulator's routes, around `sim`. Tests call this without a socket.
 pub fn app(sim: Sim) -> Router {
-    Router::new()
+    let graph = routes(sim.clone());
+    let batch = batch::routes(sim, graph.clone());
+    graph.merge(around(batch))
+}
+
+/// Every route but the batch's, which runs its requests through these.
+fn routes(sim: Sim) -> Router {
+    let routes = Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(identity::token))
         .route("/{tenant}/discovery/v2.0/keys", get(identity::keys))
         .route(
@@ -61,9 +69,15 @@ pub fn app(sim: Sim) -> Router {
             sim.clone(),
             control::inject_faults,
         ))
+        .with_state(sim);
+    around(routes)
+}
+
+/// The layers every response passes: the body limit and Graph's envelope.
+fn around(routes: Router) -> Router {
+    routes
         .layer(middleware::from_fn(error::envelope))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(sim)
 }
 
 /// The demo app's credentials, as `latchkey sim` prints them: what a client

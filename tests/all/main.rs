@@ -12,6 +12,7 @@ mod policies;
 mod registry;
 mod reproducible;
 mod resolution;
+mod sim_batch;
 mod sim_graph;
 mod sim_identity;
 mod sim_methods;

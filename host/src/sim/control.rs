@@ -32,7 +32,8 @@
 //! happened, but the caller times out or hears a 503/504, which is how a
 //! client learns that it must not blindly repeat a write. A fault with a
 //! `count` applies to that many requests and is then removed; without one it
-//! lasts until cleared.
+//! lasts until cleared. A JSON batch (`/v1.0/$batch`) is never faulted
+//! itself; the requests in it are, each as if sent alone.
 
 use std::net::IpAddr;
 use std::time::Duration;
