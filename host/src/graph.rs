@@ -22,6 +22,7 @@
 //! it at the emulator's base URLs exactly as production points it at
 //! Microsoft's.
 
+mod batch;
 mod error;
 mod retry;
 mod secret;
@@ -30,10 +31,12 @@ mod token;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, HeaderMap};
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tracing::Instrument as _;
 
@@ -293,6 +296,8 @@ struct Inner {
     settings: Settings,
     max_pages: usize,
     tokens: Tokens,
+    /// HTTP exchanges with Graph, every attempt counted.
+    exchanges: AtomicU64,
 }
 
 impl fmt::Debug for GraphClient {
@@ -350,6 +355,7 @@ impl GraphClient {
                     retry_base_wait: config.retry_base_wait,
                 },
                 max_pages: config.max_pages,
+                exchanges: AtomicU64::new(0),
                 tokens: Tokens::new(
                     token_url,
                     config.client_id,
@@ -381,6 +387,13 @@ impl GraphClient {
         self.inner.tokens.fetches()
     }
 
+    /// How many HTTP exchanges with Graph this client (and its clones) has
+    /// had, each attempt counted and a JSON batch counted once; token
+    /// fetches are [`GraphClient::token_fetches`].
+    pub fn exchanges(&self) -> u64 {
+        self.inner.exchanges.load(Ordering::Relaxed)
+    }
+
     /// `GET path_and_query` (relative to the base URL, starting with `/`);
     /// retried as any idempotent request.
     pub async fn get(&self, path_and_query: &str) -> Result<GraphResponse<Value>, GraphError> {
@@ -392,33 +405,35 @@ impl GraphClient {
     /// [`GraphConfig::max_pages`] pages. A next link to any other origin
     /// than the base URL's is refused rather than sent the token.
     pub async fn get_all(&self, path_and_query: &str) -> Result<GraphPages, GraphError> {
-        let mut url = self.url(path_and_query)?;
+        let first = self.get(path_and_query).await?;
+        self.all_pages(first).await
+    }
+
+    /// Every item of the collection whose first page is `first` (read alone
+    /// or in a batch, [`GraphClient::get_batch`]), following
+    /// `@odata.nextLink` as [`GraphClient::get_all`] does.
+    pub async fn all_pages(&self, first: GraphResponse<Value>) -> Result<GraphPages, GraphError> {
         let mut collected = GraphPages {
             items: Vec::new(),
             request_ids: Vec::new(),
             pages: 0,
         };
+        let mut page = first;
         loop {
-            if collected.pages >= self.inner.max_pages {
-                return Err(GraphError::TooManyPages {
-                    limit: self.inner.max_pages,
-                });
-            }
-            let page = self.execute(Method::GET, url, None, true).await?;
             collected.pages += 1;
             collected.request_ids.extend(page.request_id);
-            let Value::Object(mut page) = page.body else {
+            let Value::Object(mut body) = page.body else {
                 return Err(GraphError::InvalidResponse(
                     "a collection page is not a JSON object".to_owned(),
                 ));
             };
-            let Some(Value::Array(items)) = page.remove("value") else {
+            let Some(Value::Array(items)) = body.remove("value") else {
                 return Err(GraphError::InvalidResponse(
                     "a collection page has no \"value\" array".to_owned(),
                 ));
             };
             collected.items.extend(items);
-            url = match page.remove("@odata.nextLink") {
+            let url = match body.remove("@odata.nextLink") {
                 None | Some(Value::Null) => return Ok(collected),
                 Some(Value::String(next)) => self.next_link(&next)?,
                 Some(_) => {
@@ -427,6 +442,12 @@ impl GraphClient {
                     ));
                 }
             };
+            if collected.pages >= self.inner.max_pages {
+                return Err(GraphError::TooManyPages {
+                    limit: self.inner.max_pages,
+                });
+            }
+            page = self.execute(Method::GET, url, None, true).await?;
         }
     }
 
@@ -513,14 +534,15 @@ impl GraphClient {
         Ok(url)
     }
 
-    /// Sends one request, with its retries and at most one token refresh.
-    async fn execute(
+    /// Sends one request, with its retries and at most one token refresh;
+    /// a successful answer's body is read as a `T` (`null` when empty).
+    async fn execute<T: DeserializeOwned>(
         &self,
         method: Method,
         url: Url,
         body: Option<&Value>,
         idempotent: bool,
-    ) -> Result<GraphResponse<Value>, GraphError> {
+    ) -> Result<GraphResponse<T>, GraphError> {
         let inner = &self.inner;
         // One id for every attempt, so that Graph's logs tie them together;
         // none if the OS has no randomness to give (Graph then uses its own).
@@ -547,6 +569,7 @@ impl GraphClient {
             );
             let step = async {
                 let token = inner.tokens.get(&inner.http, &inner.settings).await?;
+                inner.exchanges.fetch_add(1, Ordering::Relaxed);
                 let mut request = inner
                     .http
                     .request(method.clone(), url.clone())
@@ -594,8 +617,8 @@ struct Attempt<'a> {
 }
 
 /// What to do after an attempt.
-enum Step {
-    Done(Result<GraphResponse<Value>, GraphError>),
+enum Step<T> {
+    Done(Result<GraphResponse<T>, GraphError>),
     /// Graph refused the token: forget it and try again with a new one.
     Refresh,
     /// Wait this long, then try again.
@@ -604,7 +627,7 @@ enum Step {
 
 impl Attempt<'_> {
     /// Runs inside the attempt's span, which it completes.
-    fn decide(&self, outcome: Result<Answer, Failure>) -> Step {
+    fn decide<T: DeserializeOwned>(&self, outcome: Result<Answer, Failure>) -> Step<T> {
         let can_retry = self.retries < self.settings.max_retries;
         let backoff = || {
             retry::wait(
@@ -657,16 +680,17 @@ impl Attempt<'_> {
 
         if status.is_success() {
             tracing::debug!("Graph answered");
-            let body = if answer.body.iter().all(u8::is_ascii_whitespace) {
-                Value::Null
+            let text: &[u8] = if answer.body.iter().all(u8::is_ascii_whitespace) {
+                b"null"
             } else {
-                match serde_json::from_slice(&answer.body) {
-                    Ok(body) => body,
-                    Err(e) => {
-                        return Step::Done(Err(GraphError::InvalidResponse(format!(
-                            "{status} with a body that is not JSON ({e})"
-                        ))));
-                    }
+                &answer.body
+            };
+            let body = match serde_json::from_slice(text) {
+                Ok(body) => body,
+                Err(e) => {
+                    return Step::Done(Err(GraphError::InvalidResponse(format!(
+                        "{status} with a body that is not what was expected ({e})"
+                    ))));
                 }
             };
             return Step::Done(Ok(GraphResponse {

@@ -7,9 +7,12 @@
 //!
 //! # The reads
 //!
-//! All of them run concurrently (`tokio::try_join!`); only the domain waits,
-//! for the profile, because it is named by the user's UPN. Each is app-only
-//! and served by Graph v1.0. A read answered 403 (permission, licence) or 404
+//! All but one go to Graph in one JSON batch (`POST /$batch`, one HTTP
+//! exchange, which Graph runs concurrently); only the domain waits, for the
+//! profile, because it is named by the user's UPN. Each read in the batch is
+//! answered, throttled and retried on its own, exactly as if sent alone; the
+//! further pages of a collection, rarely needed, are read alone. Each is
+//! app-only and served by Graph v1.0. A read answered 403 (permission, licence) or 404
 //! either degrades to a documented default or fails the investigation,
 //! decided per read by whether a default can be safe:
 //!

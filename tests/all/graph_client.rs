@@ -425,3 +425,125 @@ async fn requests_outside_the_graph_base_url_are_refused_before_anything_is_sent
     }
     assert_eq!(client.token_fetches(), 0);
 }
+
+#[tokio::test]
+async fn a_batch_answers_each_get_as_a_get_alone_would() {
+    let sim = TestSim::start().await;
+    let client = client(&sim);
+    let paths = [
+        GraphClient::user_path(ADELE),
+        "/users/nobody@contoso.com".to_owned(),
+        // Not a path under the base URL: refused before anything is sent.
+        "users".to_owned(),
+        format!("/auditLogs/signIns?$filter=userId eq '{ADELE_ID}'&$top=1"),
+    ];
+    let answers = client.get_batch(&paths).await.unwrap();
+    assert_eq!(client.exchanges(), 1, "one exchange for the whole batch");
+    assert_eq!(answers.len(), paths.len());
+    let mut answers = answers.into_iter();
+
+    let adele = answers.next().unwrap().unwrap();
+    assert_eq!(adele.status, StatusCode::OK);
+    assert!(adele.request_id.is_some());
+    assert_eq!(adele.body, client.get(&paths[0]).await.unwrap().body);
+
+    match answers.next().unwrap().unwrap_err() {
+        GraphError::Api { status, code, .. } => {
+            assert_eq!(status, StatusCode::NOT_FOUND);
+            assert_eq!(code, "Request_ResourceNotFound");
+        }
+        other => panic!("{other}"),
+    }
+    let refused = answers.next().unwrap().unwrap_err();
+    assert!(
+        matches!(refused, GraphError::InvalidRequest(_)),
+        "{refused}"
+    );
+
+    // A page read in a batch is followed through its next links.
+    let first = answers.next().unwrap().unwrap();
+    assert!(first.body["@odata.nextLink"].is_string(), "{}", first.body);
+    let pages = client.all_pages(first).await.unwrap();
+    let alone = client.get_all(&paths[3]).await.unwrap();
+    assert!(pages.pages > 1);
+    assert_eq!(pages.items, alone.items);
+}
+
+#[tokio::test]
+async fn more_than_twenty_gets_go_in_batches_of_twenty() {
+    let sim = TestSim::start().await;
+    let client = client(&sim);
+    let paths: Vec<String> = (0..25)
+        .map(|i| GraphClient::user_path(if i % 2 == 0 { ADELE } else { ALEX }))
+        .collect();
+    let answers = client.get_batch(&paths).await.unwrap();
+    assert_eq!(client.exchanges(), 2);
+    for (i, answer) in answers.into_iter().enumerate() {
+        let expected = if i % 2 == 0 { ADELE } else { ALEX };
+        assert_eq!(answer.unwrap().body["userPrincipalName"], expected, "{i}");
+    }
+    assert!(client.get_batch(&[]).await.unwrap().is_empty());
+    assert_eq!(client.exchanges(), 2, "nothing to ask, nothing sent");
+}
+
+#[tokio::test]
+async fn a_request_throttled_in_a_batch_is_sent_again_without_the_others() {
+    let sim = TestSim::start().await;
+    let client = client(&sim);
+    add_fault(
+        &sim,
+        json!({"path_prefix": "/reports", "status": 429, "retry_after": "0.05", "count": 2}),
+    )
+    .await;
+    add_fault(
+        &sim,
+        json!({"path_prefix": "/domains", "status": 503, "count": 1}),
+    )
+    .await;
+    let paths = [
+        GraphClient::user_path(ADELE),
+        format!("/reports/authenticationMethods/userRegistrationDetails/{ADELE_ID}"),
+        "/domains/contoso.com".to_owned(),
+    ];
+    let started = Instant::now();
+    let answers = client.get_batch(&paths).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    for answer in answers {
+        assert_eq!(answer.unwrap().status, StatusCode::OK);
+    }
+    // The batch, then the two throttled or unavailable, then the one
+    // throttled twice.
+    assert_eq!(client.exchanges(), 3);
+    assert_eq!(faults(&sim).await, json!({"value": []}));
+}
+
+#[tokio::test]
+async fn a_request_throttled_through_every_retry_fails_alone() {
+    let sim = TestSim::start().await;
+    let mut config = config(&sim);
+    config.max_retries = 1;
+    let client = GraphClient::new(config).unwrap();
+    add_fault(
+        &sim,
+        json!({"path_prefix": "/reports", "status": 429, "retry_after": "0.01"}),
+    )
+    .await;
+    let paths = [
+        GraphClient::user_path(ADELE),
+        format!("/reports/authenticationMethods/userRegistrationDetails/{ADELE_ID}"),
+    ];
+    let answers = client.get_batch(&paths).await.unwrap();
+    assert!(answers[0].is_ok());
+    match &answers[1] {
+        Err(GraphError::Throttled {
+            retries,
+            last_status,
+            ..
+        }) => {
+            assert_eq!(*retries, 1);
+            assert_eq!(*last_status, StatusCode::TOO_MANY_REQUESTS);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(client.exchanges(), 2);
+}

@@ -426,8 +426,8 @@ async fn throttled_reads_complete_through_retries() {
 async fn the_reads_run_concurrently() {
     let sim = TestSim::start().await;
     // Every Graph request takes 300 ms. One after the other, the ten reads
-    // would take three seconds; concurrently, the profile and then the
-    // domain (named by the profile's UPN) take 600 ms, the rest overlap.
+    // would take three seconds; the batch of nine (run at once) and then the
+    // domain (named by the profile's UPN) take 600 ms.
     add_fault(&sim, json!({"latency_ms": 300})).await;
     let started = std::time::Instant::now();
     let facts = facts(&sim, ADELE, Claim::ForgotPassword).await;
@@ -435,6 +435,25 @@ async fn the_reads_run_concurrently() {
     assert_eq!(facts.scenario, Scenario::ForgotPassword);
     assert!(elapsed >= Duration::from_millis(600), "{elapsed:?}");
     assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn an_investigation_is_two_exchanges_with_graph() {
+    let sim = TestSim::start().await;
+    let graph = GraphClient::new(config(&sim)).unwrap();
+    let investigator = Investigator::new(graph.clone(), Settings::default()).unwrap();
+    let tenant = tenant(&sim);
+    // Adele's password is mastered in the cloud: her domain's policy is read
+    // too, once the profile has named the domain.
+    let adele = id(ADELE);
+    let inquiry = Inquiry::new(&tenant, &adele, Claim::ForgotPassword, now(&sim));
+    let facts = investigator.investigate(&inquiry).await.unwrap();
+    assert_eq!(facts.scenario, Scenario::ForgotPassword);
+    assert_eq!(
+        graph.exchanges(),
+        2,
+        "the batch of nine reads, then the domain"
+    );
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use latchkey_policy::AuthMethod;
 use super::clock::parse_instant;
 use super::sign_ins::{self, SignIn};
 use super::{InvestigateError, methods, roles};
-use crate::graph::{GraphClient, GraphError};
+use crate::graph::{GraphClient, GraphError, GraphPages, GraphResponse};
 use crate::ids::UserId;
 
 /// The profile properties read: exactly those the facts use. Graph returns
@@ -175,56 +175,98 @@ fn text(body: &Value, name: &str) -> Option<String> {
     body.get(name).and_then(Value::as_str).map(str::to_owned)
 }
 
-/// Runs every read for `requester` concurrently. `since` is the look-back
-/// window's start as an OData literal.
+/// One answer of the investigation's batch.
+type Answer = Result<GraphResponse<Value>, GraphError>;
+
+/// The paths of the reads that depend on nothing, in the order
+/// [`gather`] takes their answers.
+fn paths(requester: &UserId, since: &str, max_sign_ins: u16) -> [String; 9] {
+    let user = GraphClient::user_path(requester.as_str());
+    [
+        format!("{user}?$select={PROFILE_PROPERTIES}"),
+        format!("{user}/manager?$select=id"),
+        format!("{user}/transitiveMemberOf?$select=id,roleTemplateId&$top={MEMBERSHIP_PAGE}"),
+        format!(
+            "/roleManagement/directory/roleAssignments?$filter=principalId eq '{requester}'&$expand=roleDefinition"
+        ),
+        format!("{user}/ownedDevices?$select=id"),
+        format!("{user}/registeredDevices?$select=id"),
+        // One page, newest first: the newest are what the situation is about.
+        format!(
+            "/auditLogs/signIns?$filter=userId eq '{requester}' and createdDateTime ge {since}&$top={max_sign_ins}"
+        ),
+        format!("{user}/authentication/methods"),
+        format!("/reports/authenticationMethods/userRegistrationDetails/{requester}"),
+    ]
+}
+
+/// Runs every read for `requester`: those that depend on nothing in one
+/// Graph JSON batch, then the domain's password policy, which needs the
+/// profile's domain, and any further pages of the collections, concurrently.
+/// `since` is the look-back window's start as an OData literal.
 pub(super) async fn gather(
     graph: &GraphClient,
     requester: &UserId,
     since: &str,
     max_sign_ins: u16,
 ) -> Result<Evidence, InvestigateError> {
+    let answers = graph
+        .get_batch(&paths(requester, since, max_sign_ins))
+        .await
+        .map_err(|source| InvestigateError::Graph {
+            read: "the batch of reads",
+            source,
+        })?;
+    let [
+        profile_answer,
+        manager_answer,
+        memberships_answer,
+        assignments_answer,
+        owned_answer,
+        registered_answer,
+        sign_ins_answer,
+        methods_answer,
+        registration_answer,
+    ]: [Answer; 9] = answers
+        .try_into()
+        .map_err(|_| invalid("the batch of reads", "not one answer per read"))?;
     let profile_and_domain = async {
-        let profile = profile(graph, requester).await?;
+        let profile = profile(requester, profile_answer)?;
         let validity = password_validity(graph, &profile).await?;
         Ok::<_, InvestigateError>((profile, validity))
     };
     let (
         (profile, password_validity_days),
-        has_manager,
         (group_ids, activated_roles),
         assigned_roles,
         (),
-        sign_ins,
         methods,
-        registration,
     ) = tokio::try_join!(
         profile_and_domain,
-        manager(graph, requester),
-        memberships(graph, requester),
-        role_assignments(graph, requester),
-        devices(graph, requester),
-        sign_ins(graph, requester, since, max_sign_ins),
-        authentication_methods(graph, requester),
-        registration(graph, requester),
+        memberships(graph, memberships_answer),
+        role_assignments(graph, assignments_answer),
+        devices(graph, owned_answer, registered_answer),
+        authentication_methods(graph, methods_answer),
     )?;
     Ok(Evidence {
         profile,
-        has_manager,
+        has_manager: manager(manager_answer)?,
         group_ids,
         roles: merge_roles(activated_roles, assigned_roles),
-        sign_ins,
-        mfa: mfa(methods, registration)?,
+        sign_ins: sign_ins(sign_ins_answer)?,
+        mfa: mfa(methods, registration(registration_answer)?)?,
         password_validity_days,
     })
 }
 
-async fn profile(graph: &GraphClient, requester: &UserId) -> Result<Profile, InvestigateError> {
+/// Every page of the collection whose first page is `first`.
+async fn pages(graph: &GraphClient, first: Answer) -> Result<GraphPages, GraphError> {
+    graph.all_pages(first?).await
+}
+
+fn profile(requester: &UserId, answer: Answer) -> Result<Profile, InvestigateError> {
     const READ: &str = "profile";
-    let path = format!(
-        "{}?$select={PROFILE_PROPERTIES}",
-        GraphClient::user_path(requester.as_str())
-    );
-    let body = match graph.get(&path).await {
+    let body = match answer {
         Ok(response) => response.body,
         Err(GraphError::Api {
             status, request_id, ..
@@ -307,26 +349,17 @@ async fn password_validity(
         .and_then(Value::as_u64))
 }
 
-async fn manager(graph: &GraphClient, requester: &UserId) -> Result<bool, InvestigateError> {
-    let path = format!(
-        "{}/manager?$select=id",
-        GraphClient::user_path(requester.as_str())
-    );
-    Ok(optional("manager", graph.get(&path).await)?.is_ok())
+fn manager(answer: Answer) -> Result<bool, InvestigateError> {
+    Ok(optional("manager", answer)?.is_ok())
 }
 
 /// Group ids and the role template ids of activated directory roles.
 async fn memberships(
     graph: &GraphClient,
-    requester: &UserId,
+    first: Answer,
 ) -> Result<(Vec<String>, Vec<String>), InvestigateError> {
     const READ: &str = "transitive group memberships";
-    let path = format!(
-        "{}/transitiveMemberOf?$select=id,roleTemplateId&$top={MEMBERSHIP_PAGE}",
-        GraphClient::user_path(requester.as_str())
-    );
-    let pages = graph
-        .get_all(&path)
+    let pages = pages(graph, first)
         .await
         .map_err(|source| InvestigateError::Graph { read: READ, source })?;
     let mut groups = Vec::new();
@@ -349,13 +382,10 @@ type Assignment = (String, Option<bool>);
 
 async fn role_assignments(
     graph: &GraphClient,
-    requester: &UserId,
+    first: Answer,
 ) -> Result<Result<Vec<Assignment>, GraphError>, InvestigateError> {
     const READ: &str = "directory role assignments";
-    let path = format!(
-        "/roleManagement/directory/roleAssignments?$filter=principalId eq '{requester}'&$expand=roleDefinition"
-    );
-    let pages = match optional(READ, graph.get_all(&path).await)? {
+    let pages = match optional(READ, pages(graph, first).await)? {
         Ok(pages) => pages,
         Err(error) => return Ok(Err(error)),
     };
@@ -381,30 +411,21 @@ async fn role_assignments(
 
 /// Owned and registered devices. Contract 0.1.0 has no device fact, so they
 /// only go to the log; a failure to read them changes nothing.
-async fn devices(graph: &GraphClient, requester: &UserId) -> Result<(), InvestigateError> {
-    let user = GraphClient::user_path(requester.as_str());
-    let owned_path = format!("{user}/ownedDevices?$select=id");
-    let registered_path = format!("{user}/registeredDevices?$select=id");
-    let (owned, registered) =
-        tokio::join!(graph.get_all(&owned_path), graph.get_all(&registered_path));
+async fn devices(
+    graph: &GraphClient,
+    owned: Answer,
+    registered: Answer,
+) -> Result<(), InvestigateError> {
+    let (owned, registered) = tokio::join!(pages(graph, owned), pages(graph, registered));
     let owned = optional("owned devices", owned)?.map_or(0, |p| p.items.len());
     let registered = optional("registered devices", registered)?.map_or(0, |p| p.items.len());
     tracing::debug!(owned, registered, "devices");
     Ok(())
 }
 
-async fn sign_ins(
-    graph: &GraphClient,
-    requester: &UserId,
-    since: &str,
-    max_sign_ins: u16,
-) -> Result<Vec<SignIn>, InvestigateError> {
+fn sign_ins(answer: Answer) -> Result<Vec<SignIn>, InvestigateError> {
     const READ: &str = "recent sign-ins";
-    // One page, newest first: the newest are what the situation is about.
-    let path = format!(
-        "/auditLogs/signIns?$filter=userId eq '{requester}' and createdDateTime ge {since}&$top={max_sign_ins}"
-    );
-    let body = match optional(READ, graph.get(&path).await)? {
+    let body = match optional(READ, answer)? {
         Ok(response) => response.body,
         Err(_) => return Ok(Vec::new()),
     };
@@ -413,14 +434,10 @@ async fn sign_ins(
 
 async fn authentication_methods(
     graph: &GraphClient,
-    requester: &UserId,
+    first: Answer,
 ) -> Result<Result<Vec<AuthMethod>, GraphError>, InvestigateError> {
     const READ: &str = "authentication methods";
-    let path = format!(
-        "{}/authentication/methods",
-        GraphClient::user_path(requester.as_str())
-    );
-    let pages = match optional(READ, graph.get_all(&path).await)? {
+    let pages = match optional(READ, pages(graph, first).await)? {
         Ok(pages) => pages,
         Err(error) => return Ok(Err(error)),
     };
@@ -443,13 +460,9 @@ struct Registration {
     methods: Vec<AuthMethod>,
 }
 
-async fn registration(
-    graph: &GraphClient,
-    requester: &UserId,
-) -> Result<Result<Registration, GraphError>, InvestigateError> {
+fn registration(answer: Answer) -> Result<Result<Registration, GraphError>, InvestigateError> {
     const READ: &str = "registration details";
-    let path = format!("/reports/authenticationMethods/userRegistrationDetails/{requester}");
-    let body = match optional(READ, graph.get(&path).await)? {
+    let body = match optional(READ, answer)? {
         Ok(response) => response.body,
         Err(error) => return Ok(Err(error)),
     };
