@@ -259,3 +259,29 @@ async fn batches_graph_refuses_are_refused_whole_and_run_nothing() {
     .await;
     assert_eq!(alex["accountEnabled"], true);
 }
+
+#[tokio::test]
+async fn a_batch_as_microsofts_python_sdk_writes_it_is_answered() {
+    let sim = TestSim::start().await;
+    let token = sim.app_token().await;
+    // msgraph-core's shape: percent-encoded `$`, `depends_on` in snake case
+    // (ignored), an empty `dependsOn`, lowercase header names.
+    let body = json!({"requests": [{
+        "id": "adele",
+        "method": "GET",
+        "url": "/users/adele.vance%40contoso.com?%24select=id,userPrincipalName",
+        "depends_on": [],
+        "dependsOn": [],
+        "headers": {"accept": "application/json"},
+    }]});
+    let (status, answer) = batch(&sim, Some(&token), &body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let response = &answer["responses"][0];
+    assert_eq!(response["status"], 200, "{answer}");
+    assert_eq!(response["body"]["id"], ADELE);
+    assert_eq!(
+        response["body"]["userPrincipalName"],
+        "adele.vance@contoso.com"
+    );
+    assert!(response["body"].get("displayName").is_none(), "{response}");
+}

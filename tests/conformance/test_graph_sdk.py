@@ -24,6 +24,8 @@ from msgraph.generated.models.temporary_access_pass_authentication_method import
 )
 from msgraph.generated.models.user import User
 from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
+from msgraph_core.requests.batch_request_content import BatchRequestContent
+from msgraph_core.requests.batch_request_item import BatchRequestItem
 import pytest
 
 from conftest import control
@@ -151,3 +153,31 @@ def test_throttling_is_retried(sim):
         assert remaining == {"value": []}, f"the 429 was not served: {remaining}"
     finally:
         control(sim, "DELETE", "/_sim/faults")
+
+
+def batch_item(sim, request_information, request_id):
+    item = BatchRequestItem(request_information=request_information, id=request_id)
+    # msgraph-core keeps the absolute URL, which Graph refuses in a batch
+    # (microsoftgraph/msgraph-sdk-python#1015, msgraph-sdk-python-core#1116);
+    # the documented workaround is to make it relative to the version.
+    item.url = item.url.removeprefix(sim["graph_base_url"])
+    return item
+
+
+def test_json_batch(sim):
+    client = graph(sim)
+    query = UserItemRequestBuilder.UserItemRequestBuilderGetQueryParameters(select=["id", "userPrincipalName"])
+    adele = client.users.by_user_id(ADELE).to_get_request_information(RequestConfiguration(query_parameters=query))
+    nobody = client.users.by_user_id("nobody@contoso.com").to_get_request_information()
+    content = BatchRequestContent()
+    content.add_request(None, batch_item(sim, adele, "adele"))
+    content.add_request(None, batch_item(sim, nobody, "nobody"))
+    answer = run(client.batch.post(content))
+    assert answer.get_response_status_codes() == {"adele": 200, "nobody": 404}
+    for request_id in ("adele", "nobody"):
+        item = answer.get_response_by_id(request_id)
+        assert item.content_type.startswith("application/json")
+        assert item.headers["request-id"]
+    # msgraph-core 1.x reads a body in a batch only when it is base64; Graph
+    # (and the emulator) send JSON bodies as JSON, so the SDK leaves them out
+    # and the bodies are checked by the Rust tests (tests/all/sim_batch.rs).

@@ -22,7 +22,8 @@
 //! names a method Graph does not serve, has a URL that is not relative to
 //! the version (`/users`, not `https://...` or `/v1.0/users`), or has a body
 //! without a `Content-Type` header, as Graph refuses them; and when it uses
-//! `dependsOn` or nests a batch, which the emulator does not model. A batch
+//! a non-empty `dependsOn` or nests a batch, which the emulator does not
+//! model. A batch
 //! without a valid token is a 401, as any Graph request.
 
 use axum::Router;
@@ -87,9 +88,10 @@ struct Requests {
     requests: Vec<Item>,
 }
 
-/// One request in it.
+/// One request in it. Other properties are ignored, as Graph ignores them:
+/// Microsoft's Graph SDK for Python sends `depends_on: []` with every one.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 struct Item {
     id: String,
     method: String,
@@ -176,7 +178,12 @@ fn request(item: Item, caller: &Caller) -> Result<Request<Body>, GraphError> {
         body,
         depends_on,
     } = item;
-    if depends_on.is_some() {
+    let depends = match &depends_on {
+        None | Some(Value::Null) => false,
+        Some(Value::Array(ids)) => !ids.is_empty(),
+        Some(_) => true,
+    };
+    if depends {
         return Err(GraphError::bad_request(format!(
             "Request '{id}': dependsOn is not supported by the emulator; send dependent requests in separate batches."
         )));
