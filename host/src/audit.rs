@@ -117,6 +117,7 @@
 //! (the mutex only serialises one process), and the trigger check reading
 //! `pg_trigger` rather than `sqlite_master`.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -308,6 +309,49 @@ struct Append {
 
 /// The most appends written in one transaction.
 const MAX_GROUP: usize = 512;
+
+/// When a store in the database deletes its expired rows: at most once a
+/// [`Pruning::EVERY`] seconds of its clock, at the first write that finds a
+/// prune due, rather than at every write. Pruning only keeps tables small:
+/// no lookup takes an expired row as live (each checks the expiry, or, for
+/// a conversation's sign-in flow, the verification flow it leads to does),
+/// and a statement saved per write is a round trip to SQLite saved.
+#[derive(Debug)]
+pub struct Pruning {
+    /// Unix seconds from which the next prune is due.
+    next: std::sync::atomic::AtomicI64,
+}
+
+impl Pruning {
+    /// Seconds between prunes.
+    pub const EVERY: i64 = 60;
+
+    /// A prune is due at once.
+    pub fn new() -> Pruning {
+        Pruning {
+            next: std::sync::atomic::AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// True, for one caller, when a prune is due at `now`; the next is then
+    /// due [`Pruning::EVERY`] seconds later. A clock moved back makes the
+    /// next prune no later than `now + EVERY`.
+    pub fn due(&self, now: i64) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let next = self.next.load(Relaxed);
+        let due = now >= next || next > now.saturating_add(Pruning::EVERY);
+        due && self
+            .next
+            .compare_exchange(next, now.saturating_add(Pruning::EVERY), Relaxed, Relaxed)
+            .is_ok()
+    }
+}
+
+impl Default for Pruning {
+    fn default() -> Pruning {
+        Pruning::new()
+    }
+}
 
 /// The process's one writing connection to the database (see "Storage"),
 /// shared by cloning. Lock it for a statement or a transaction, briefly,
@@ -758,8 +802,9 @@ async fn commit_group(db: &Db, wal: Option<PathBuf>, group: Vec<Queued>) {
         // INSERT, so another process cannot read the same heads in between.
         let mut connection = db.lock().await?;
         let mut tx = connection.begin_with("BEGIN IMMEDIATE").await?;
+        let mut heads = Heads::new();
         for append in appends {
-            match write_one(&mut tx, append).await {
+            match write_one(&mut tx, &mut heads, append).await {
                 Err(AuditError::Database(e)) => return Err(e),
                 result => results.push(result),
             }
@@ -797,10 +842,16 @@ async fn commit_group(db: &Db, wal: Option<PathBuf>, group: Vec<Queued>) {
     }
 }
 
-/// One append inside the group's transaction: read the chain's head (which
-/// sees the group's earlier inserts), hash, insert.
+/// The chains' heads as the group's transaction has left them so far:
+/// tenant -> (seq, sha256). Under `BEGIN IMMEDIATE` no other writer can
+/// move them, so each chain's head is read at most once per group.
+type Heads = HashMap<String, (i64, String)>;
+
+/// One append inside the group's transaction: the chain's head (read, or as
+/// the group's earlier inserts left it), hash, insert.
 async fn write_one(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    heads: &mut Heads,
     append: Append,
 ) -> Result<EntryId, AuditError> {
     let Append {
@@ -816,24 +867,20 @@ async fn write_one(
         None => body,
         Some(intent_seq) => {
             let intent_id = EntryId::new(tenant.clone(), seq_from_sql(intent_seq));
-            let intent: Option<(String, String)> = sqlx::query_as(
-                "SELECT kind, sha256 FROM audit_entries WHERE tenant = $1 AND seq = $2",
+            // The intent, and the outcome already answering it if any.
+            let intent: Option<(String, String, Option<i64>)> = sqlx::query_as(
+                "SELECT kind, sha256, \
+                 (SELECT seq FROM audit_entries WHERE tenant = $1 AND intent_seq = $2) \
+                 FROM audit_entries WHERE tenant = $1 AND seq = $2",
             )
             .bind(tenant.as_str())
             .bind(intent_seq)
             .fetch_optional(&mut *tx)
             .await?;
-            let intent_sha = match intent {
-                Some((kind, sha)) if kind == Kind::Intent.as_str() => sha,
+            let (intent_sha, answered) = match intent {
+                Some((kind, sha, answered)) if kind == Kind::Intent.as_str() => (sha, answered),
                 _ => return Err(AuditError::NotAnIntent { intent: intent_id }),
             };
-            let answered: Option<i64> = sqlx::query_scalar(
-                "SELECT seq FROM audit_entries WHERE tenant = $1 AND intent_seq = $2",
-            )
-            .bind(tenant.as_str())
-            .bind(intent_seq)
-            .fetch_optional(&mut *tx)
-            .await?;
             if let Some(outcome) = answered {
                 return Err(AuditError::OutcomeExists {
                     intent: intent_id,
@@ -843,12 +890,16 @@ async fn write_one(
             json!({"intent": {"seq": intent_seq, "sha256": intent_sha}, "outcome": body})
         }
     };
-    let head: Option<(i64, String)> = sqlx::query_as(
-        "SELECT seq, sha256 FROM audit_entries WHERE tenant = $1 ORDER BY seq DESC LIMIT 1",
-    )
-    .bind(tenant.as_str())
-    .fetch_optional(&mut *tx)
-    .await?;
+    let head =
+        match heads.get(tenant.as_str()) {
+            Some(head) => Some(head.clone()),
+            None => sqlx::query_as(
+                "SELECT seq, sha256 FROM audit_entries WHERE tenant = $1 ORDER BY seq DESC LIMIT 1",
+            )
+            .bind(tenant.as_str())
+            .fetch_optional(&mut *tx)
+            .await?,
+        };
     let (seq, prev_sha256) = match head {
         Some((seq, sha)) => (seq.saturating_add(1), sha),
         None => (1, EntryHash::GENESIS.to_string()),
@@ -879,6 +930,7 @@ async fn write_one(
     .bind(answers)
     .execute(&mut *tx)
     .await?;
+    heads.insert(tenant.as_str().to_owned(), (seq, sha256));
     Ok(EntryId::new(tenant, seq_from_sql(seq)))
 }
 

@@ -54,7 +54,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::audit::Db;
+use crate::audit::{Db, Pruning};
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 
@@ -244,6 +244,8 @@ pub struct Verifier {
     key: Result<MacKey, RandomError>,
     clock: Clock,
     jwks: oidc::JwksCache,
+    /// When the pending verifications' tables are next pruned.
+    pruning: Pruning,
 }
 
 impl fmt::Debug for Verifier {
@@ -278,11 +280,32 @@ impl Verifier {
             key: MacKey::generate(),
             clock: Arc::new(clock),
             jwks: oidc::JwksCache::default(),
+            pruning: Pruning::new(),
         }
     }
 
     fn now(&self) -> i64 {
         (self.clock)()
+    }
+
+    /// Deletes the verifications that ended more than [`KEEP_SECONDS`]
+    /// before `now` (flows, manager asks, codes), when a prune is due.
+    async fn prune(&self, now: i64) -> Result<(), VerificationError> {
+        if !self.pruning.due(now) {
+            return Ok(());
+        }
+        let before = now - KEEP_SECONDS;
+        for statement in [
+            "DELETE FROM verification_flows WHERE expires_at < $1",
+            "DELETE FROM verification_manager_asks WHERE expires_at < $1",
+            "DELETE FROM verification_codes WHERE created_at < $1 AND expires_at < $1",
+        ] {
+            sqlx::query(statement)
+                .bind(before)
+                .execute(&mut *self.db.lock().await?)
+                .await?;
+        }
+        Ok(())
     }
 
     fn key(&self) -> Result<&MacKey, VerificationError> {

@@ -659,3 +659,16 @@ async fn appends_queued_together_are_committed_together_and_fail_alone() {
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(report.entries(), 3);
 }
+
+#[test]
+fn a_prune_is_due_once_per_interval_of_the_clock() {
+    let pruning = Pruning::new();
+    assert!(pruning.due(1_000), "due at once");
+    assert!(!pruning.due(1_000));
+    assert!(!pruning.due(1_000 + Pruning::EVERY - 1));
+    assert!(pruning.due(1_000 + Pruning::EVERY));
+    assert!(!pruning.due(1_000 + Pruning::EVERY + 1));
+    // A clock moved back by more than the interval: due again, not never.
+    assert!(pruning.due(500));
+    assert!(!pruning.due(501));
+}

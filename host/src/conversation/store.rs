@@ -8,7 +8,7 @@
 //! so appends from any task (the requester's turn, an approver's answer
 //! landing in the same conversation) never share a number.
 
-use crate::audit::Db;
+use crate::audit::{Db, Pruning};
 use latchkey_policy::Channel;
 use sha2::{Digest as _, Sha256};
 
@@ -52,6 +52,8 @@ pub enum Flow {
 pub struct Store {
     db: Db,
     appended: tokio::sync::broadcast::Sender<Appended>,
+    /// When expired flows are next deleted.
+    pruning: std::sync::Arc<Pruning>,
 }
 
 /// A new event in someone's conversation, announced to subscribers
@@ -79,6 +81,7 @@ impl Store {
         Store {
             db,
             appended: tokio::sync::broadcast::channel(ANNOUNCED).0,
+            pruning: std::sync::Arc::new(Pruning::new()),
         }
     }
 
@@ -261,10 +264,12 @@ impl Store {
             Flow::SignIn { tenant, channel } => ("sign-in", tenant, None, *channel),
             Flow::StepUp { tenant, user } => ("step-up", tenant, Some(user), Channel::Web),
         };
-        sqlx::query("DELETE FROM conversation_flows WHERE expires_at < $1")
-            .bind(expires_at - 2 * crate::verification::FLOW_SECONDS)
-            .execute(&mut *self.db.lock().await?)
-            .await?;
+        if self.pruning.due(expires_at) {
+            sqlx::query("DELETE FROM conversation_flows WHERE expires_at < $1")
+                .bind(expires_at - 2 * crate::verification::FLOW_SECONDS)
+                .execute(&mut *self.db.lock().await?)
+                .await?;
+        }
         sqlx::query(
             "INSERT INTO conversation_flows (state_sha256, kind, tenant, user_id, channel, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",

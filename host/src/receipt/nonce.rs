@@ -12,7 +12,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::audit::Db;
+use crate::audit::{Db, Pruning};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::CLOCK_SKEW_SECS;
@@ -219,13 +219,14 @@ pub const NONCE_RETENTION_MARGIN_SECS: i64 = 300;
 /// which of several concurrent consumers wins, so exactly one does, whichever
 /// process or connection it runs on. Rows whose receipts can no longer verify
 /// (plus [`NONCE_RETENTION_MARGIN_SECS`]) are deleted as later nonces are
-/// consumed.
+/// consumed, at most once a [`Pruning::EVERY`] seconds.
 ///
 /// The SQL is portable (`$n` placeholders, `ON CONFLICT`), so a PostgreSQL
 /// backend for several replicas needs only its own pool and migration.
 pub struct SqliteNonceStore {
     db: Db,
     clock: Clock,
+    pruning: Pruning,
 }
 
 impl SqliteNonceStore {
@@ -243,6 +244,7 @@ impl SqliteNonceStore {
         SqliteNonceStore {
             db: log.db().clone(),
             clock: Arc::new(clock),
+            pruning: Pruning::new(),
         }
     }
 
@@ -270,11 +272,13 @@ impl SqliteNonceStore {
         let forget_before = now
             .saturating_sub(CLOCK_SKEW_SECS)
             .saturating_sub(NONCE_RETENTION_MARGIN_SECS);
-        sqlx::query("DELETE FROM receipt_nonces WHERE expires_at < $1")
-            .bind(forget_before)
-            .execute(&mut *self.db.lock().await.map_err(unavailable)?)
-            .await
-            .map_err(unavailable)?;
+        if self.pruning.due(now) {
+            sqlx::query("DELETE FROM receipt_nonces WHERE expires_at < $1")
+                .bind(forget_before)
+                .execute(&mut *self.db.lock().await.map_err(unavailable)?)
+                .await
+                .map_err(unavailable)?;
+        }
         if expires_at.saturating_add(CLOCK_SKEW_SECS) < now {
             return Ok(false);
         }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq as _;
 
 use super::{
-    CODE_RATE_WINDOW_SECONDS, CODE_SECONDS, CODE_TRIES, CODES_PER_WINDOW, KEEP_SECONDS, MacKey,
+    CODE_RATE_WINDOW_SECONDS, CODE_SECONDS, CODE_TRIES, CODES_PER_WINDOW, MacKey,
     VerificationError, Verifier,
 };
 use crate::graph::GraphClient;
@@ -119,10 +119,7 @@ impl Verifier {
         }
         let key = self.key()?;
         let now = self.now();
-        sqlx::query("DELETE FROM verification_codes WHERE created_at < $1 AND expires_at < $1")
-            .bind(now - KEEP_SECONDS)
-            .execute(&mut *self.db.lock().await?)
-            .await?;
+        self.prune(now).await?;
         // Checked before Graph is asked anything, and again, atomically,
         // when the code is recorded.
         self.rate_limit(tenant, requester, now).await?;

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{KEEP_SECONDS, MANAGER_SECONDS, VerificationError, Verifier};
+use super::{MANAGER_SECONDS, VerificationError, Verifier};
 use crate::ids::{UserId, random_uuid_v4};
 use crate::sdk;
 use crate::tenant::TenantId;
@@ -62,10 +62,7 @@ impl Verifier {
             ));
         }
         let now = self.now();
-        sqlx::query("DELETE FROM verification_manager_asks WHERE expires_at < $1")
-            .bind(now - KEEP_SECONDS)
-            .execute(&mut *self.db.lock().await?)
-            .await?;
+        self.prune(now).await?;
         let id = random_uuid_v4()?;
         let expires_at = now + MANAGER_SECONDS;
         sqlx::query(

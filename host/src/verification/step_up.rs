@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::oidc::{self, AuthorizeRequest, Expect, OidcClient};
-use super::{FLOW_SECONDS, KEEP_SECONDS, MacKey, VerificationError, Verifier};
+use super::{FLOW_SECONDS, MacKey, VerificationError, Verifier};
 use crate::ids::{UserId, random_bytes};
 use crate::sdk;
 use crate::tenant::TenantId;
@@ -140,10 +140,7 @@ impl Verifier {
             code_challenge: &derived.code_challenge(),
             login_hint,
         })?;
-        sqlx::query("DELETE FROM verification_flows WHERE expires_at < $1")
-            .bind(now - KEEP_SECONDS)
-            .execute(&mut *self.db.lock().await?)
-            .await?;
+        self.prune(now).await?;
         sqlx::query(
             "INSERT INTO verification_flows \
              (state_sha256, kind, tenant, requester, redirect_uri, key_id, created_at, expires_at) \
