@@ -10,11 +10,13 @@
 //!   module, in a slot of the pooling allocator, so no state survives from
 //!   one decision to the next.
 //! * **A fuel budget** (deterministic: the same module and facts use the same
-//!   fuel), **an epoch deadline** (a wall-clock backstop), **memory and table
-//!   limits** and a **bounded wasm stack**.
+//!   fuel), **an epoch deadline** (a wall-clock backstop; the epoch ticks
+//!   only while a decision runs), **memory and table limits** and a
+//!   **bounded wasm stack**.
 //!
 //! [`InstancePre`]: wasmtime::component::InstancePre
 
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -178,6 +180,7 @@ pub struct Sandbox {
     deadline_ticks: u64,
     slots: Slots,
     cache: DiskCache,
+    ticker: Arc<Ticker>,
 }
 
 /// Why the sandbox itself could not be set up.
@@ -190,7 +193,8 @@ impl Sandbox {
     pub fn new(limits: Limits, cache: DiskCache) -> Result<Sandbox, SandboxError> {
         let engine =
             Engine::new(&engine_config(&limits)).map_err(|e| SandboxError(e.to_string()))?;
-        spawn_epoch_ticker(&engine, limits.epoch_tick);
+        let ticker = Arc::new(Ticker::default());
+        spawn_epoch_ticker(&engine, limits.epoch_tick, Arc::clone(&ticker));
         let tick = limits.epoch_tick.as_micros().max(1);
         let deadline_ticks = u64::try_from(limits.deadline.as_micros().div_ceil(tick))
             .unwrap_or(u64::MAX)
@@ -206,6 +210,7 @@ impl Sandbox {
             limits,
             deadline_ticks,
             cache,
+            ticker,
         })
     }
 
@@ -259,6 +264,7 @@ impl Sandbox {
     pub fn decide(&self, module: &LoadedModule, facts: &Facts) -> Evaluation {
         let wit_facts = bindings::facts_into(facts);
         let _slot = self.slots.take();
+        let _ticking = self.ticker.start();
         let started = Instant::now();
         let mut store = Store::new(
             &self.engine,
@@ -361,8 +367,10 @@ impl Sandbox {
             .and_then(|()| module.pre.instantiate(&mut store))
             .map_err(|e| classify(&e, None))?;
         let (fuel, ticks) = (self.limits.fuel, self.deadline_ticks);
+        let ticker = Arc::clone(&self.ticker);
         let call = move |facts: &Facts| {
             let _held = &slot;
+            let _ticking = ticker.start();
             store.set_epoch_deadline(ticks);
             store
                 .set_fuel(fuel)
@@ -467,21 +475,140 @@ fn engine_config(limits: &Limits) -> Config {
     config
 }
 
-/// Advances the engine's epoch every `tick` for as long as the engine lives.
-fn spawn_epoch_ticker(engine: &Engine, tick: Duration) {
+/// When the epoch ticker runs: only while a decision does. An idle service
+/// then has no timer waking it 500 times a second, and a deadline still
+/// counts every tick of its decision (the epoch does not move while nothing
+/// runs, and a deadline is set relative to it when its decision starts).
+///
+/// Starting and ending a decision is an atomic add each; only a decision
+/// that finds the thread waiting takes the lock, to wake it.
+#[derive(Debug, Default)]
+struct Ticker {
+    /// Decisions running.
+    running: AtomicUsize,
+    /// The thread waits for a decision (rather than sleeping out a tick).
+    /// Set under `closed`'s lock, then `running` read again, so that a
+    /// decision starting meanwhile is seen either way.
+    waiting: AtomicBool,
+    /// The sandbox is gone: the thread ends.
+    closed: Mutex<bool>,
+    changed: Condvar,
+    /// Ticks so far, for tests.
+    ticks: AtomicU64,
+}
+
+/// Keeps the ticker going while it lives: one per running decision.
+struct Ticking<'a>(&'a Ticker);
+
+impl Ticker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, bool> {
+        // Poisoned only if a holder panicked; the flag is still right.
+        self.closed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn start(&self) -> Ticking<'_> {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) {
+            let _closed = self.lock();
+            self.changed.notify_one();
+        }
+        Ticking(self)
+    }
+
+    fn close(&self) {
+        *self.lock() = true;
+        self.changed.notify_one();
+    }
+
+    /// Waits until a decision runs; false once the sandbox is gone.
+    fn wait_for_work(&self) -> bool {
+        let mut closed = self.lock();
+        loop {
+            if *closed {
+                return false;
+            }
+            if self.running.load(Ordering::SeqCst) > 0 {
+                self.waiting.store(false, Ordering::SeqCst);
+                return true;
+            }
+            self.waiting.store(true, Ordering::SeqCst);
+            // A decision that started before `waiting` was set is seen here.
+            if self.running.load(Ordering::SeqCst) > 0 {
+                continue;
+            }
+            closed = self.changed.wait(closed).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    #[cfg(test)]
+    fn ticks(&self) -> u64 {
+        self.ticks.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Ticking<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.ticker.close();
+    }
+}
+
+/// Advances the engine's epoch every `tick` while `ticker` says a decision
+/// runs, for as long as the engine and the sandbox live. A tick comes a
+/// whole `tick` after the ticker wakes, so a deadline is never cut short.
+fn spawn_epoch_ticker(engine: &Engine, tick: Duration, ticker: Arc<Ticker>) {
     let weak = engine.weak();
     let spawned = std::thread::Builder::new()
         .name("latchkey-epoch".into())
         .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
+            while ticker.wait_for_work() {
                 std::thread::sleep(tick);
+                let Some(engine) = weak.upgrade() else {
+                    return;
+                };
+                engine.increment_epoch();
+                ticker.ticks.fetch_add(1, Ordering::Relaxed);
             }
         });
     if let Err(e) = spawned {
         // Without the ticker the deadline never fires, but fuel still bounds
         // every module; say so loudly rather than refuse to start.
         tracing::error!("could not start the epoch ticker, deadlines are off: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ticks counted after `wait`.
+    fn ticks_after(ticker: &Ticker, wait: Duration) -> u64 {
+        let before = ticker.ticks();
+        std::thread::sleep(wait);
+        ticker.ticks() - before
+    }
+
+    #[test]
+    fn the_epoch_advances_only_while_a_decision_runs() {
+        let sandbox = Sandbox::new(Limits::default(), DiskCache::in_memory()).unwrap();
+        let ticker = Arc::clone(&sandbox.ticker);
+        let wait = Duration::from_millis(60);
+        // Idle: no tick at all (the old ticker made 30 in this time).
+        assert_eq!(ticks_after(&ticker, wait), 0);
+        {
+            let _running = ticker.start();
+            // 30 ticks of 2 ms fit; a loaded machine sleeps longer.
+            assert!(ticks_after(&ticker, wait) >= 3);
+        }
+        // At most the tick under way when the decision ended lands.
+        assert!(ticks_after(&ticker, wait) <= 1);
+        // Gone with the sandbox: the thread ends rather than wait forever.
+        drop(sandbox);
+        assert!(*ticker.lock());
     }
 }
