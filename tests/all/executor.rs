@@ -160,29 +160,11 @@ impl Fixture {
     }
 
     async fn add_fault(&self, fault: Value) {
-        let response = self
-            .sim
-            .client
-            .post(format!("{}/_sim/faults", self.sim.base_url))
-            .json(&fault)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        self.sim.add_fault(fault).await;
     }
 
     async fn faults_left(&self) -> usize {
-        let faults: Value = self
-            .sim
-            .client
-            .get(format!("{}/_sim/faults", self.sim.base_url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        faults["value"].as_array().unwrap().len()
+        self.sim.faults().await["value"].as_array().unwrap().len()
     }
 
     fn taps(&self, id: &str) -> Vec<Tap> {

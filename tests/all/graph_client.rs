@@ -30,41 +30,9 @@ fn client(sim: &TestSim) -> GraphClient {
     GraphClient::new(config(sim)).unwrap()
 }
 
-async fn add_fault(sim: &TestSim, fault: Value) {
-    let response = sim
-        .client
-        .post(format!("{}/_sim/faults", sim.base_url))
-        .json(&fault)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-}
-
-async fn faults(sim: &TestSim) -> Value {
-    sim.client
-        .get(format!("{}/_sim/faults", sim.base_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn clear_faults(sim: &TestSim) {
-    let response = sim
-        .client
-        .delete(format!("{}/_sim/faults", sim.base_url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 204);
-}
-
 /// How many requests the only fault left still applies to.
 async fn remaining(sim: &TestSim) -> Value {
-    let faults = faults(sim).await;
+    let faults = sim.faults().await;
     assert_eq!(faults["value"].as_array().unwrap().len(), 1, "{faults}");
     faults["value"][0]["count"].clone()
 }
@@ -224,8 +192,7 @@ async fn paging_with_top_one_collects_every_sign_in_once() {
 async fn a_429_with_a_fractional_retry_after_is_waited_out() {
     let sim = TestSim::start().await;
     let client = client(&sim);
-    add_fault(
-        &sim,
+    sim.add_fault(
         json!({"path_prefix": "/users", "status": 429, "retry_after": "0.2", "count": 2}),
     )
     .await;
@@ -237,21 +204,18 @@ async fn a_429_with_a_fractional_retry_after_is_waited_out() {
         "two waits of 0.2 s: {:?}",
         started.elapsed()
     );
-    assert_eq!(faults(&sim).await, json!({"value": []}), "both consumed");
+    assert_eq!(sim.faults().await, json!({"value": []}), "both consumed");
 }
 
 #[tokio::test]
 async fn a_503_without_retry_after_is_retried_with_backoff() {
     let sim = TestSim::start().await;
     let client = client(&sim);
-    add_fault(
-        &sim,
-        json!({"path_prefix": "/users", "status": 503, "count": 2}),
-    )
-    .await;
+    sim.add_fault(json!({"path_prefix": "/users", "status": 503, "count": 2}))
+        .await;
     let user = client.get(&GraphClient::user_path(ADELE)).await.unwrap();
     assert_eq!(user.status, StatusCode::OK);
-    assert_eq!(faults(&sim).await, json!({"value": []}));
+    assert_eq!(sim.faults().await, json!({"value": []}));
 }
 
 #[tokio::test]
@@ -260,8 +224,7 @@ async fn throttling_through_every_retry_is_a_throttled_error() {
     let mut config = config(&sim);
     config.max_retries = 2;
     let client = GraphClient::new(config).unwrap();
-    add_fault(
-        &sim,
+    sim.add_fault(
         json!({"path_prefix": "/users", "status": 429, "retry_after": "0.01", "count": 3}),
     )
     .await;
@@ -278,7 +241,7 @@ async fn throttling_through_every_retry_is_a_throttled_error() {
         "{error:?}"
     );
     assert_eq!(
-        faults(&sim).await,
+        sim.faults().await,
         json!({"value": []}),
         "exactly three attempts"
     );
@@ -294,11 +257,8 @@ async fn a_slow_answer_is_a_timeout_and_a_get_is_tried_again() {
     let client = GraphClient::new(config).unwrap();
     // Fetch the token first, so that only Graph's latency is timed.
     client.get("/users?$top=1").await.unwrap();
-    add_fault(
-        &sim,
-        json!({"path_prefix": "/users", "latency_ms": 1500, "count": 2}),
-    )
-    .await;
+    sim.add_fault(json!({"path_prefix": "/users", "latency_ms": 1500, "count": 2}))
+        .await;
     let started = Instant::now();
     let error = client
         .get(&GraphClient::user_path(ADELE))
@@ -309,7 +269,7 @@ async fn a_slow_answer_is_a_timeout_and_a_get_is_tried_again() {
         "{error:?}"
     );
     assert!(started.elapsed() < Duration::from_millis(1400));
-    assert_eq!(faults(&sim).await, json!({"value": []}), "tried twice");
+    assert_eq!(sim.faults().await, json!({"value": []}), "tried twice");
 }
 
 #[tokio::test]
@@ -320,11 +280,8 @@ async fn a_post_is_not_repeated_after_a_503_or_a_timeout_unless_marked_idempoten
     let client = GraphClient::new(config).unwrap();
     let revoke = format!("{}/revokeSignInSessions", GraphClient::user_path(ALEX));
 
-    add_fault(
-        &sim,
-        json!({"path_prefix": "/users", "status": 503, "count": 2}),
-    )
-    .await;
+    sim.add_fault(json!({"path_prefix": "/users", "status": 503, "count": 2}))
+        .await;
     let error = client.post(&revoke, &json!({})).await.unwrap_err();
     assert!(
         matches!(&error, GraphError::Api { status, code, .. }
@@ -335,24 +292,20 @@ async fn a_post_is_not_repeated_after_a_503_or_a_timeout_unless_marked_idempoten
     let revoked = client.post_idempotent(&revoke, &json!({})).await.unwrap();
     assert_eq!(revoked.status, StatusCode::OK);
     assert_eq!(revoked.body["value"], true);
-    assert_eq!(faults(&sim).await, json!({"value": []}));
+    assert_eq!(sim.faults().await, json!({"value": []}));
 
-    add_fault(
-        &sim,
-        json!({"path_prefix": "/users", "latency_ms": 1500, "count": 2}),
-    )
-    .await;
+    sim.add_fault(json!({"path_prefix": "/users", "latency_ms": 1500, "count": 2}))
+        .await;
     let error = client.post(&revoke, &json!({})).await.unwrap_err();
     assert!(
         matches!(error, GraphError::Timeout { attempts: 1, .. }),
         "{error:?}"
     );
     assert_eq!(remaining(&sim).await, 1, "sent once");
-    clear_faults(&sim).await;
+    sim.clear_faults().await;
 
     // A throttled POST was not carried out, so it is always retried.
-    add_fault(
-        &sim,
+    sim.add_fault(
         json!({"path_prefix": "/users", "status": 429, "retry_after": "0.05", "count": 1}),
     )
     .await;
@@ -361,7 +314,7 @@ async fn a_post_is_not_repeated_after_a_503_or_a_timeout_unless_marked_idempoten
         .await
         .unwrap();
     assert_eq!(revoked.body["value"], true);
-    assert_eq!(faults(&sim).await, json!({"value": []}));
+    assert_eq!(sim.faults().await, json!({"value": []}));
 }
 
 #[tokio::test]
@@ -490,16 +443,12 @@ async fn more_than_twenty_gets_go_in_batches_of_twenty() {
 async fn a_request_throttled_in_a_batch_is_sent_again_without_the_others() {
     let sim = TestSim::start().await;
     let client = client(&sim);
-    add_fault(
-        &sim,
+    sim.add_fault(
         json!({"path_prefix": "/reports", "status": 429, "retry_after": "0.05", "count": 2}),
     )
     .await;
-    add_fault(
-        &sim,
-        json!({"path_prefix": "/domains", "status": 503, "count": 1}),
-    )
-    .await;
+    sim.add_fault(json!({"path_prefix": "/domains", "status": 503, "count": 1}))
+        .await;
     let paths = [
         GraphClient::user_path(ADELE),
         format!("/reports/authenticationMethods/userRegistrationDetails/{ADELE_ID}"),
@@ -514,7 +463,7 @@ async fn a_request_throttled_in_a_batch_is_sent_again_without_the_others() {
     // The batch, then the two throttled or unavailable, then the one
     // throttled twice.
     assert_eq!(client.exchanges(), 3);
-    assert_eq!(faults(&sim).await, json!({"value": []}));
+    assert_eq!(sim.faults().await, json!({"value": []}));
 }
 
 #[tokio::test]
@@ -523,11 +472,8 @@ async fn a_request_throttled_through_every_retry_fails_alone() {
     let mut config = config(&sim);
     config.max_retries = 1;
     let client = GraphClient::new(config).unwrap();
-    add_fault(
-        &sim,
-        json!({"path_prefix": "/reports", "status": 429, "retry_after": "0.01"}),
-    )
-    .await;
+    sim.add_fault(json!({"path_prefix": "/reports", "status": 429, "retry_after": "0.01"}))
+        .await;
     let paths = [
         GraphClient::user_path(ADELE),
         format!("/reports/authenticationMethods/userRegistrationDetails/{ADELE_ID}"),

@@ -16,7 +16,7 @@ use latchkey::sdk::{
 };
 use latchkey::tenant::TenantId;
 use latchkey_tests::{TestSim, module_bytes, sandbox};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const ADELE: &str = "6ea91a8d-e32e-41a1-b7f6-3a2b1c0d9e8f";
 const ALEX: &str = "8f080165-38fe-44c1-b3b8-6f4dafad5194";
@@ -82,17 +82,6 @@ fn revoke(sim: &TestSim, permissions: &[&str]) {
     sim.sim.tenant().apps[0]
         .roles
         .retain(|r| !permissions.contains(&r.as_str()));
-}
-
-async fn add_fault(sim: &TestSim, fault: Value) {
-    let response = sim
-        .client
-        .post(format!("{}/_sim/faults", sim.base_url))
-        .json(&fault)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
 }
 
 #[tokio::test]
@@ -397,29 +386,19 @@ async fn explicit_requested_actions_are_kept() {
 #[tokio::test]
 async fn throttled_reads_complete_through_retries() {
     let sim = TestSim::start().await;
-    add_fault(
-        &sim,
-        json!({"path_prefix": "/auditLogs/signIns", "status": 429, "retry_after": "0.05", "count": 2}),
+    sim.add_fault(json!({"path_prefix": "/auditLogs/signIns", "status": 429, "retry_after": "0.05", "count": 2}),
     )
     .await;
-    add_fault(
-        &sim,
-        json!({"path_prefix": "/users", "status": 503, "count": 3}),
-    )
-    .await;
+    sim.add_fault(json!({"path_prefix": "/users", "status": 503, "count": 3}))
+        .await;
     let facts = facts(&sim, HENRIETTA, Claim::LockedOut).await;
     assert_eq!(facts.scenario, Scenario::AccountLocked);
     assert_eq!(facts.sign_in.recent_failures, 13);
-    let left: Value = sim
-        .client
-        .get(format!("{}/_sim/faults", sim.base_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(left, json!({"value": []}), "every injected fault was met");
+    assert_eq!(
+        sim.faults().await,
+        json!({"value": []}),
+        "every injected fault was met"
+    );
 }
 
 #[tokio::test]
@@ -428,7 +407,7 @@ async fn the_reads_run_concurrently() {
     // Every Graph request takes 300 ms. One after the other, the ten reads
     // would take three seconds; the batch of nine (run at once) and then the
     // domain (named by the profile's UPN) take 600 ms.
-    add_fault(&sim, json!({"latency_ms": 300})).await;
+    sim.add_fault(json!({"latency_ms": 300})).await;
     let started = std::time::Instant::now();
     let facts = facts(&sim, ADELE, Claim::ForgotPassword).await;
     let elapsed = started.elapsed();
@@ -459,11 +438,8 @@ async fn an_investigation_is_two_exchanges_with_graph() {
 #[tokio::test]
 async fn throttling_that_outlasts_the_retries_fails_with_the_read_named() {
     let sim = TestSim::start().await;
-    add_fault(
-        &sim,
-        json!({"path_prefix": "/reports", "status": 429, "retry_after": "0.01"}),
-    )
-    .await;
+    sim.add_fault(json!({"path_prefix": "/reports", "status": 429, "retry_after": "0.01"}))
+        .await;
     let mut config = config(&sim);
     config.max_retries = 1;
     let investigator =

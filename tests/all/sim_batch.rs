@@ -35,17 +35,6 @@ async fn alone(sim: &TestSim, token: &str, path: &str) -> (StatusCode, Value) {
     (status, response.json().await.unwrap())
 }
 
-async fn add_fault(sim: &TestSim, fault: Value) {
-    let response = sim
-        .client
-        .post(format!("{}/_sim/faults", sim.base_url))
-        .json(&fault)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-}
-
 /// A body with the volatile parts of Graph's error envelope removed.
 fn stable(mut body: Value) -> Value {
     if let Some(inner) = body.pointer_mut("/error/innerError") {
@@ -117,8 +106,7 @@ async fn each_request_is_answered_as_if_sent_alone() {
 async fn faults_apply_to_each_request_in_a_batch_not_to_the_batch() {
     let sim = TestSim::start().await;
     let token = sim.app_token().await;
-    add_fault(
-        &sim,
+    sim.add_fault(
         json!({"path_prefix": "/reports", "status": 429, "retry_after": "7", "count": 1}),
     )
     .await;
@@ -139,7 +127,7 @@ async fn faults_apply_to_each_request_in_a_batch_not_to_the_batch() {
 
     // Latency applies to each request, and they run at once: five requests
     // of 400 ms each take 2 s one after the other.
-    add_fault(&sim, json!({"latency_ms": 400})).await;
+    sim.add_fault(json!({"latency_ms": 400})).await;
     let adele = format!("/users/{ADELE}");
     let five = gets(&[adele.as_str(); 5]);
     let started = Instant::now();

@@ -162,6 +162,42 @@ impl TestSim {
         format!("{}/v1.0{path}", self.base_url)
     }
 
+    /// Adds a fault through `POST /_sim/faults` (see the emulator's control
+    /// routes); the emulator must accept it.
+    pub async fn add_fault(&self, fault: serde_json::Value) {
+        let response = self
+            .client
+            .post(format!("{}/_sim/faults", self.base_url))
+            .json(&fault)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    }
+
+    /// The faults still in force: `{"value": [...]}`.
+    pub async fn faults(&self) -> serde_json::Value {
+        self.client
+            .get(format!("{}/_sim/faults", self.base_url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Clears every fault.
+    pub async fn clear_faults(&self) {
+        let response = self
+            .client
+            .delete(format!("{}/_sim/faults", self.base_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204);
+    }
+
     /// The demo app's credentials: (tenant id, client id, client secret).
     pub fn app(&self) -> (String, String, String) {
         let tenant = self.sim.tenant();
