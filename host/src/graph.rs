@@ -9,7 +9,9 @@
 //!   ([`GraphClient::get`], [`GraphClient::patch`], [`GraphClient::post`],
 //!   [`GraphClient::delete`], or any [`GraphRequest`] with
 //!   [`GraphClient::send`]); collections are followed through
-//!   `@odata.nextLink` by [`GraphClient::get_all`]. Every answer carries
+//!   `@odata.nextLink` by [`GraphClient::get_all`]; GETs that depend on
+//!   nothing go to Graph together, in JSON batches of up to 20, through
+//!   [`GraphClient::get_batch`] (`graph/batch.rs`). Every answer carries
 //!   Graph's `request-id` ([`GraphResponse::request_id`]), which the audit
 //!   log records.
 //! * Retries: see [`GraphRequest::idempotent`] for what is repeated when, and
