@@ -44,6 +44,7 @@ use tracing::Instrument as _;
 
 use crate::tenant::TenantId;
 
+pub use batch::MAX_BATCH;
 pub use error::GraphError;
 pub use secret::Secret;
 
