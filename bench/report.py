@@ -63,6 +63,7 @@ def human(seconds):
 LOAD_TESTS = [
     ("no-latency", "no injected Graph latency"),
     ("light", "no injected Graph latency, a light load"),
+    ("heavy", "no injected Graph latency, a heavy load"),
     ("latency-100ms", "100 ms injected on every Graph request"),
 ]
 
