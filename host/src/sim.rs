@@ -9,8 +9,8 @@
 //! Layout: [`identity`] (tokens, keys, discovery) and [`signin`] (the
 //! authorize page, PKCE, the simulated Authenticator); [`users`],
 //! [`methods`] and [`directory`] (Graph routes); [`odata`] (query options);
-//! [`batch`] (JSON batching); [`auth`] (who is calling, and may they); [`error`] (Graph's envelope);
-//! [`control`] (`/_sim/`: sign-in simulation, faults, the outbox); [`seed`]
+//! [`batch`] (JSON batching); [`auth`] (who is calling, and may they);
+//! [`error`] (Graph's envelope); [`control`] (`/_sim/`: sign-in simulation, faults, the outbox); [`seed`]
 //! and [`model`] (the tenant).
 
 pub mod auth;

@@ -269,10 +269,10 @@ impl SqliteNonceStore {
         expires_at: i64,
     ) -> Result<bool, NonceStoreError> {
         let now = (self.clock)();
-        let forget_before = now
-            .saturating_sub(CLOCK_SKEW_SECS)
-            .saturating_sub(NONCE_RETENTION_MARGIN_SECS);
         if self.pruning.due(now) {
+            let forget_before = now
+                .saturating_sub(CLOCK_SKEW_SECS)
+                .saturating_sub(NONCE_RETENTION_MARGIN_SECS);
             sqlx::query("DELETE FROM receipt_nonces WHERE expires_at < $1")
                 .bind(forget_before)
                 .execute(&mut *self.db.lock().await.map_err(unavailable)?)

@@ -23,8 +23,7 @@
 //! the version (`/users`, not `https://...` or `/v1.0/users`), or has a body
 //! without a `Content-Type` header, as Graph refuses them; and when it uses
 //! a non-empty `dependsOn` or nests a batch, which the emulator does not
-//! model. A batch
-//! without a valid token is a 401, as any Graph request.
+//! model. A batch without a valid token is a 401, as any Graph request.
 
 use axum::Router;
 use axum::body::{Body, Bytes};
