@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use crate::audit::Db;
 use latchkey_policy::Approver;
+use rusqlite::{OptionalExtension as _, params};
 use serde_json::{Value, json};
 
 use crate::audit::{AuditError, AuditLog, Kind};
@@ -199,7 +200,7 @@ pub enum ApprovalError {
     Audit(#[from] AuditError),
     /// The database failed.
     #[error("approvals database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] crate::audit::DbError),
     /// A stored row is not what this version writes.
     #[error("approval request {id} is stored with an invalid {field}")]
     Corrupt {
@@ -359,23 +360,28 @@ impl Approvals {
             answered_at: None,
             checked: Vec::new(),
         };
-        sqlx::query(
-            "INSERT INTO approval_requests (id, tenant, requester, requester_name, approver_kind, \
-             approver_ref, approver_name, reason, created_at, expires_at, status, checked) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', '[]')",
-        )
-        .bind(&request.id)
-        .bind(request.tenant.as_str())
-        .bind(request.requester.as_str())
-        .bind(&request.requester_name)
-        .bind(kind)
-        .bind(&reference)
-        .bind(&request.approver_name)
-        .bind(&request.reason)
-        .bind(request.created_at)
-        .bind(request.expires_at)
-        .execute(&mut *self.db.lock().await?)
-        .await?;
+        self.db
+            .run(|c| {
+                c.prepare_cached(
+                    "INSERT INTO approval_requests (id, tenant, requester, requester_name, \
+                     approver_kind, approver_ref, approver_name, reason, created_at, expires_at, \
+                     status, checked) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', '[]')",
+                )?
+                .execute(params![
+                    request.id,
+                    request.tenant.as_str(),
+                    request.requester.as_str(),
+                    request.requester_name,
+                    kind,
+                    reference,
+                    request.approver_name,
+                    request.reason,
+                    request.created_at,
+                    request.expires_at
+                ])
+            })
+            .await?;
         let mut body = record(&request, "asked");
         body["decision_id"] = json!(ask.decision_id);
         body["reason"] = json!(request.reason);
@@ -385,12 +391,16 @@ impl Approvals {
 
     /// The request with this id, in any state.
     pub async fn get(&self, id: &str) -> Result<Option<ApprovalRequest>, ApprovalError> {
-        let row: Option<Row> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM approval_requests WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&mut *self.db.lock().await?)
-        .await?;
+        let row: Option<Row> = self
+            .db
+            .run(|c| {
+                c.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM approval_requests WHERE id = $1"
+                ))?
+                .query_row([id], read_row)
+                .optional()
+            })
+            .await?;
         row.map(parse).transpose()
     }
 
@@ -448,17 +458,22 @@ impl Approvals {
         } else {
             Status::Denied
         };
-        let updated = sqlx::query(
-            "UPDATE approval_requests SET status = $1, answered_by = $2, answered_at = $3 \
-             WHERE id = $4 AND status = 'pending'",
-        )
-        .bind(status.as_str())
-        .bind(answered_by.as_str())
-        .bind(now)
-        .bind(&request.id)
-        .execute(&mut *self.db.lock().await?)
-        .await?;
-        if updated.rows_affected() != 1 {
+        let updated = self
+            .db
+            .run(|c| {
+                c.prepare_cached(
+                    "UPDATE approval_requests SET status = $1, answered_by = $2, answered_at = $3 \
+                     WHERE id = $4 AND status = 'pending'",
+                )?
+                .execute(params![
+                    status.as_str(),
+                    answered_by.as_str(),
+                    now,
+                    request.id
+                ])
+            })
+            .await?;
+        if updated != 1 {
             let now_status = self.get(id).await?.map_or(Status::Withdrawn, |r| r.status);
             return Err(ApprovalError::Closed(now_status));
         }
@@ -497,12 +512,17 @@ impl Approvals {
         audit: &AuditLog,
         now: i64,
     ) -> Result<Vec<ApprovalRequest>, ApprovalError> {
-        let rows: Vec<Row> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM approval_requests WHERE status = 'pending' AND expires_at < $1"
-        ))
-        .bind(now)
-        .fetch_all(&mut *self.db.lock().await?)
-        .await?;
+        let rows: Vec<Row> = self
+            .db
+            .run(|c| {
+                c.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM approval_requests \
+                     WHERE status = 'pending' AND expires_at < $1"
+                ))?
+                .query_map([now], read_row)?
+                .collect()
+            })
+            .await?;
         let mut expired = Vec::new();
         for row in rows {
             let request = parse(row)?;
@@ -522,16 +542,18 @@ impl Approvals {
         user: &UserId,
         now: i64,
     ) -> Result<Vec<ApprovalRequest>, ApprovalError> {
-        let rows: Vec<Row> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM approval_requests WHERE tenant = $1 AND status = 'pending' \
-             AND approver_kind = 'group' AND requester <> $2 AND expires_at >= $3 \
-             ORDER BY created_at"
-        ))
-        .bind(tenant.as_str())
-        .bind(user.as_str())
-        .bind(now)
-        .fetch_all(&mut *self.db.lock().await?)
-        .await?;
+        let rows: Vec<Row> = self
+            .db
+            .run(|c| {
+                c.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM approval_requests WHERE tenant = $1 \
+                     AND status = 'pending' AND approver_kind = 'group' AND requester <> $2 \
+                     AND expires_at >= $3 ORDER BY created_at"
+                ))?
+                .query_map(params![tenant.as_str(), user.as_str(), now], read_row)?
+                .collect()
+            })
+            .await?;
         let mut requests = Vec::new();
         for row in rows {
             let request = parse(row)?;
@@ -557,10 +579,11 @@ impl Approvals {
                 id: id.to_owned(),
                 field: "checked",
             })?;
-        sqlx::query("UPDATE approval_requests SET checked = $1 WHERE id = $2")
-            .bind(checked)
-            .bind(id)
-            .execute(&mut *self.db.lock().await?)
+        self.db
+            .run(|c| {
+                c.prepare_cached("UPDATE approval_requests SET checked = $1 WHERE id = $2")?
+                    .execute([checked.as_str(), id])
+            })
             .await?;
         Ok(())
     }
@@ -572,16 +595,17 @@ impl Approvals {
         status: Status,
         now: i64,
     ) -> Result<Option<ApprovalRequest>, ApprovalError> {
-        let updated = sqlx::query(
-            "UPDATE approval_requests SET status = $1, answered_at = $2 \
-             WHERE id = $3 AND status = 'pending'",
-        )
-        .bind(status.as_str())
-        .bind(now)
-        .bind(&request.id)
-        .execute(&mut *self.db.lock().await?)
-        .await?;
-        if updated.rows_affected() != 1 {
+        let updated = self
+            .db
+            .run(|c| {
+                c.prepare_cached(
+                    "UPDATE approval_requests SET status = $1, answered_at = $2 \
+                     WHERE id = $3 AND status = 'pending'",
+                )?
+                .execute(params![status.as_str(), now, request.id])
+            })
+            .await?;
+        if updated != 1 {
             return Ok(None);
         }
         let closed = ApprovalRequest {
@@ -634,6 +658,26 @@ fn approver_record(approver: &Approver, manager: Option<&UserId>) -> Value {
         Approver::Manager => json!({"manager": manager}),
         Approver::Group(group) => json!({"group": group}),
     }
+}
+
+/// A row of [`COLUMNS`], as stored.
+fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
+        r.get(12)?,
+        r.get(13)?,
+    ))
 }
 
 fn parse(row: Row) -> Result<ApprovalRequest, ApprovalError> {

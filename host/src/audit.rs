@@ -74,8 +74,9 @@
 //!
 //! # Storage
 //!
-//! SQLite through sqlx is the embedded default: the file is created if
-//! missing, in WAL mode with foreign keys on; migrations are embedded.
+//! SQLite is the embedded default: the file is created if missing, in WAL
+//! mode with foreign keys on; migrations are embedded and run by sqlx's
+//! migrator. Reads go through sqlx pools; writes do not (below).
 //!
 //! Every write of this process, the log's and the state's kept beside it
 //! in the same file (conversations, pending verifications, approvals,
@@ -84,11 +85,16 @@
 //! which sleeps. Reads have connections of their own (WAL readers never
 //! wait for the writer).
 //!
-//! That connection is a [`Db`]: a connection behind a tokio mutex, not a
-//! pool of one. A sqlx pool pings a connection each time it comes back,
-//! one more round trip to the connection's worker thread (two thread
-//! wake-ups) per statement; behind the mutex a statement is one round
-//! trip, and the queue is the mutex's.
+//! That connection is a [`Db`]: a rusqlite connection behind a tokio
+//! mutex, whose statements run on the thread of the task that holds the
+//! mutex ([`Db::run`]), prepared once and cached. sqlx runs each statement
+//! of a connection on a worker thread of its own, a round trip (two thread
+//! wake-ups) per statement, all of it under the one writer's queue: under
+//! load that round trip was most of the service's time, and the queue most
+//! of its latency (see BENCHMARKS.md). A statement here takes microseconds.
+//! The cost: while another process holds the file's write lock (an admin
+//! command writing), a statement waits for it, up to five seconds, on a
+//! runtime thread rather than on a thread of its own.
 //!
 //! That connection commits with `synchronous = NORMAL` (no fsync), and an
 //! append returns only after the write-ahead log has been fsynced behind
@@ -122,6 +128,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rusqlite::{OptionalExtension as _, TransactionBehavior};
 use serde_json::{Value, json};
 use sqlx::Connection as _;
 use sqlx::migrate::{MigrateError, Migrator};
@@ -129,7 +136,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
+use tokio::sync::Mutex;
 
 use crate::tenant::TenantId;
 
@@ -188,9 +195,9 @@ pub enum AuditError {
     Open {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// Why (sqlx's error, or SQLite's through the writing connection).
         #[source]
-        source: sqlx::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The database has no activity log in it.
     #[error("{} is not a Latchkey audit database: it has no audit_entries table", path.display())]
@@ -210,6 +217,13 @@ pub enum AuditError {
     /// A query failed.
     #[error("audit database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A write failed (on the writing connection, see "Storage").
+    #[error("audit database error: {0}")]
+    Write(#[from] DbError),
+    /// A group of appends could not be committed, or the write-ahead log
+    /// not fsynced behind it: none of them is known to be on disk.
+    #[error("audit database error: {0}")]
+    Commit(String),
     /// A body holds a secret-looking key (see [`redact`]).
     #[error(
         "refusing to log a body with a secret-looking key at {pointer}: audit bodies must be \
@@ -354,21 +368,61 @@ impl Default for Pruning {
 }
 
 /// The process's one writing connection to the database (see "Storage"),
-/// shared by cloning. Lock it for a statement or a transaction, briefly,
-/// and never across an append or a call to another service.
+/// shared by cloning. Statements run in [`Db::run`], briefly, never across
+/// an append or a call to another service.
 #[derive(Clone, Debug)]
-pub struct Db(std::sync::Arc<Mutex<Option<SqliteConnection>>>);
+pub struct Db(std::sync::Arc<Mutex<Option<rusqlite::Connection>>>);
+
+/// Why a statement on the writing connection failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DbError {
+    /// The log was closed.
+    #[error("the database is closed")]
+    Closed,
+    /// SQLite refused or failed.
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// Prepared statements kept per connection: every statement the service
+/// writes with, with room to spare.
+const STATEMENT_CACHE: usize = 64;
 
 impl Db {
-    fn new(connection: SqliteConnection) -> Db {
-        Db(std::sync::Arc::new(Mutex::new(Some(connection))))
+    /// The writing connection to `path` (see "Storage" for its settings);
+    /// read-only, for a log opened read-only.
+    fn open(path: &Path, read_only: bool) -> Result<Db, rusqlite::Error> {
+        use rusqlite::OpenFlags;
+        let flags = if read_only {
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        };
+        let connection = rusqlite::Connection::open_with_flags(path, flags)?;
+        connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // As long as sqlx's default: another process holding the write lock
+        // (an admin command) is waited for, not failed.
+        connection.busy_timeout(BUSY_TIMEOUT)?;
+        if !read_only {
+            connection.pragma_update(None, "synchronous", "NORMAL")?;
+            connection.pragma_update(None, "foreign_keys", "ON")?;
+        }
+        Ok(Db(std::sync::Arc::new(Mutex::new(Some(connection)))))
     }
 
-    /// The connection, once the statements before have finished; an error
-    /// once the log is closed.
-    pub async fn lock(&self) -> Result<MappedMutexGuard<'_, SqliteConnection>, sqlx::Error> {
-        MutexGuard::try_map(self.0.lock().await, Option::as_mut)
-            .map_err(|_| sqlx::Error::PoolClosed)
+    /// Runs `f` on the connection, once the statements queued before have
+    /// finished. `f` runs on the calling task's thread: a statement here
+    /// takes microseconds, less than handing it to another thread and back
+    /// (sqlx's way, two thread wake-ups per statement). Keep `f` to a
+    /// statement or a transaction: everything else waits for it.
+    pub async fn run<T>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, DbError> {
+        let mut connection = self.0.lock().await;
+        let connection = connection.as_mut().ok_or(DbError::Closed)?;
+        Ok(f(connection)?)
     }
 
     /// Closes the connection (statements already waiting finish first);
@@ -376,10 +430,13 @@ impl Db {
     async fn close(&self) {
         let connection = self.0.lock().await.take();
         if let Some(connection) = connection {
-            let _ = connection.close().await;
+            let _ = connection.close();
         }
     }
 }
+
+/// How long a statement waits for another process's write lock on the file.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A pool of at most `max` connections to the database file. sqlx pings a
 /// connection before lending it by default, which for SQLite is one more
@@ -400,22 +457,28 @@ impl AuditLog {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true);
-        let open_error = |source| AuditError::Open {
+        let open_error = |source: sqlx::Error| AuditError::Open {
             path: path.to_owned(),
-            source,
+            source: source.into(),
         };
-        // The one writing connection (see "Storage" for its durability).
-        let mut writes =
-            SqliteConnection::connect_with(&options.clone().synchronous(SqliteSynchronous::Normal))
-                .await
-                .map_err(open_error)?;
+        // The schema is brought up to date by sqlx's migrator, on a
+        // connection of its own, closed before the writing one opens.
+        let mut migrating = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(open_error)?;
         MIGRATOR
-            .run(&mut writes)
+            .run(&mut migrating)
             .await
             .map_err(|source| AuditError::Migrate {
                 path: path.to_owned(),
                 source,
             })?;
+        migrating.close().await.map_err(open_error)?;
+        // The one writing connection (see "Storage" for its durability).
+        let writes = Db::open(path, false).map_err(|source| AuditError::Open {
+            path: path.to_owned(),
+            source: source.into(),
+        })?;
         let reads = pool_options(4)
             .connect_with(options)
             .await
@@ -424,7 +487,7 @@ impl AuditLog {
         wal.push("-wal");
         Ok(AuditLog::with_pools(
             reads,
-            Db::new(writes),
+            writes,
             Some(PathBuf::from(wal)),
             path,
         ))
@@ -441,9 +504,9 @@ impl AuditLog {
             .filename(path)
             .create_if_missing(false)
             .read_only(true);
-        let open_error = |source| AuditError::Open {
+        let open_error = |source: sqlx::Error| AuditError::Open {
             path: path.to_owned(),
-            source,
+            source: source.into(),
         };
         let pool = pool_options(1)
             .connect_with(options.clone())
@@ -461,10 +524,11 @@ impl AuditLog {
                 path: path.to_owned(),
             });
         }
-        let db = SqliteConnection::connect_with(&options)
-            .await
-            .map_err(open_error)?;
-        Ok(AuditLog::with_pools(pool, Db::new(db), None, path))
+        let db = Db::open(path, true).map_err(|source| AuditError::Open {
+            path: path.to_owned(),
+            source: source.into(),
+        })?;
+        Ok(AuditLog::with_pools(pool, db, None, path))
     }
 
     /// `db` is the one writing connection (read-only when the log is);
@@ -796,47 +860,46 @@ impl AuditLog {
 async fn commit_group(db: &Db, wal: Option<PathBuf>, group: Vec<Queued>) {
     let (appends, dones): (Vec<Append>, Vec<_>) =
         group.into_iter().map(|q| (q.append, q.done)).unzip();
-    let mut results = Vec::with_capacity(appends.len());
-    let committed = async {
-        // IMMEDIATE takes SQLite's write lock now rather than at the first
-        // INSERT, so another process cannot read the same heads in between.
-        let mut connection = db.lock().await?;
-        let mut tx = connection.begin_with("BEGIN IMMEDIATE").await?;
-        let mut heads = Heads::new();
-        for append in appends {
-            match write_one(&mut tx, &mut heads, append).await {
-                Err(AuditError::Database(e)) => return Err(e),
-                result => results.push(result),
-            }
-        }
-        tx.commit().await
-    }
-    .await
-    .map_err(|e| format!("the group commit failed: {e}"));
+    let committed = db
+        .run(|connection| {
+            // IMMEDIATE takes SQLite's write lock now rather than at the
+            // first INSERT, so another process cannot read the same heads in
+            // between.
+            let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut heads = Heads::new();
+            let results = appends
+                .into_iter()
+                .map(|append| write_one(&tx, &mut heads, append))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            tx.commit()?;
+            Ok(results)
+        })
+        .await
+        .map_err(|e| format!("the group commit failed: {e}"));
     let durable = match (committed, wal) {
         (Err(e), _) => Err(e),
-        (Ok(()), None) => Ok(()),
-        (Ok(()), Some(wal)) => {
+        (Ok(results), None) => Ok(results),
+        (Ok(results), Some(wal)) => {
             let synced = tokio::task::spawn_blocking(move || {
                 std::fs::File::open(&wal)
                     .and_then(|f| f.sync_data())
                     .map_err(|e| format!("fsync of {}: {e}", wal.display()))
             })
             .await;
-            synced.unwrap_or_else(|e| Err(format!("fsync of the write-ahead log: {e}")))
+            synced
+                .unwrap_or_else(|e| Err(format!("fsync of the write-ahead log: {e}")))
+                .map(|()| results)
         }
     };
     match durable {
-        Ok(()) => {
+        Ok(results) => {
             for (done, result) in dones.into_iter().zip(results) {
                 let _ = done.send(result);
             }
         }
         Err(reason) => {
             for done in dones {
-                let _ = done.send(Err(AuditError::Database(sqlx::Error::Protocol(
-                    reason.clone(),
-                ))));
+                let _ = done.send(Err(AuditError::Commit(reason.clone())));
             }
         }
     }
@@ -848,12 +911,13 @@ async fn commit_group(db: &Db, wal: Option<PathBuf>, group: Vec<Queued>) {
 type Heads = HashMap<String, (i64, String)>;
 
 /// One append inside the group's transaction: the chain's head (read, or as
-/// the group's earlier inserts left it), hash, insert.
-async fn write_one(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+/// the group's earlier inserts left it), hash, insert. The outer error is
+/// the database's, failing the group; the inner one the append's own.
+fn write_one(
+    tx: &rusqlite::Transaction<'_>,
     heads: &mut Heads,
     append: Append,
-) -> Result<EntryId, AuditError> {
+) -> rusqlite::Result<Result<EntryId, AuditError>> {
     let Append {
         tenant,
         kind,
@@ -861,51 +925,53 @@ async fn write_one(
         answers,
     } = append;
     // Taken under the writer, so that times rise with seq within a process.
-    let at = unix_ms(SystemTime::now())?;
-    let tx = &mut **tx;
+    let at = match unix_ms(SystemTime::now()) {
+        Ok(at) => at,
+        Err(e) => return Ok(Err(e)),
+    };
     let body = match answers {
         None => body,
         Some(intent_seq) => {
             let intent_id = EntryId::new(tenant.clone(), seq_from_sql(intent_seq));
             // The intent, and the outcome already answering it if any.
-            let intent: Option<(String, String, Option<i64>)> = sqlx::query_as(
-                "SELECT kind, sha256, \
-                 (SELECT seq FROM audit_entries WHERE tenant = $1 AND intent_seq = $2) \
-                 FROM audit_entries WHERE tenant = $1 AND seq = $2",
-            )
-            .bind(tenant.as_str())
-            .bind(intent_seq)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let intent: Option<(String, String, Option<i64>)> = tx
+                .prepare_cached(
+                    "SELECT kind, sha256, \
+                     (SELECT seq FROM audit_entries WHERE tenant = $1 AND intent_seq = $2) \
+                     FROM audit_entries WHERE tenant = $1 AND seq = $2",
+                )?
+                .query_row(rusqlite::params![tenant.as_str(), intent_seq], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })
+                .optional()?;
             let (intent_sha, answered) = match intent {
                 Some((kind, sha, answered)) if kind == Kind::Intent.as_str() => (sha, answered),
-                _ => return Err(AuditError::NotAnIntent { intent: intent_id }),
+                _ => return Ok(Err(AuditError::NotAnIntent { intent: intent_id })),
             };
             if let Some(outcome) = answered {
-                return Err(AuditError::OutcomeExists {
+                return Ok(Err(AuditError::OutcomeExists {
                     intent: intent_id,
                     outcome: EntryId::new(tenant.clone(), seq_from_sql(outcome)),
-                });
+                }));
             }
             json!({"intent": {"seq": intent_seq, "sha256": intent_sha}, "outcome": body})
         }
     };
-    let head =
-        match heads.get(tenant.as_str()) {
-            Some(head) => Some(head.clone()),
-            None => sqlx::query_as(
+    let head = match heads.get(tenant.as_str()) {
+        Some(head) => Some(head.clone()),
+        None => tx
+            .prepare_cached(
                 "SELECT seq, sha256 FROM audit_entries WHERE tenant = $1 ORDER BY seq DESC LIMIT 1",
-            )
-            .bind(tenant.as_str())
-            .fetch_optional(&mut *tx)
-            .await?,
-        };
+            )?
+            .query_row([tenant.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?,
+    };
     let (seq, prev_sha256) = match head {
         Some((seq, sha)) => (seq.saturating_add(1), sha),
         None => (1, EntryHash::GENESIS.to_string()),
     };
     let body = canonicalize(&body);
-    let sha256 = hash_fields(Fields {
+    let hashed = hash_fields(Fields {
         v: FORMAT_VERSION,
         tenant: tenant.as_str(),
         seq,
@@ -913,25 +979,29 @@ async fn write_one(
         at,
         prev_sha256: &prev_sha256,
         body: &body,
-    })?;
-    sqlx::query(
+    });
+    let (sha256, body) = match (hashed, serde_json::to_string(&body)) {
+        (Ok(sha256), Ok(body)) => (sha256, body),
+        (Err(e), _) | (_, Err(e)) => return Ok(Err(e.into())),
+    };
+    tx.prepare_cached(
         "INSERT INTO audit_entries \
          (v, tenant, seq, kind, at, body, prev_sha256, sha256, intent_seq) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(FORMAT_VERSION)
-    .bind(tenant.as_str())
-    .bind(seq)
-    .bind(kind.as_str())
-    .bind(at)
-    .bind(serde_json::to_string(&body)?)
-    .bind(&prev_sha256)
-    .bind(&sha256)
-    .bind(answers)
-    .execute(&mut *tx)
-    .await?;
+    )?
+    .execute(rusqlite::params![
+        FORMAT_VERSION,
+        tenant.as_str(),
+        seq,
+        kind.as_str(),
+        at,
+        body,
+        prev_sha256,
+        sha256,
+        answers
+    ])?;
     heads.insert(tenant.as_str().to_owned(), (seq, sha256));
-    Ok(EntryId::new(tenant, seq_from_sql(seq)))
+    Ok(Ok(EntryId::new(tenant, seq_from_sql(seq))))
 }
 
 impl AuditLog {

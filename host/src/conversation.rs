@@ -294,7 +294,7 @@ pub enum EngineError {
     Audit(#[from] AuditError),
     /// The conversation database failed.
     #[error("conversation database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] crate::audit::DbError),
     /// A stored conversation is not what this version writes.
     #[error("stored conversation data is unreadable: {0}")]
     Corrupt(String),

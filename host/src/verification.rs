@@ -187,8 +187,8 @@ impl From<GraphError> for VerificationError {
     }
 }
 
-impl From<sqlx::Error> for VerificationError {
-    fn from(e: sqlx::Error) -> Self {
+impl From<crate::audit::DbError> for VerificationError {
+    fn from(e: crate::audit::DbError) -> Self {
         VerificationError::Store(e.to_string())
     }
 }
@@ -295,16 +295,18 @@ impl Verifier {
             return Ok(());
         }
         let before = now - KEEP_SECONDS;
-        for statement in [
-            "DELETE FROM verification_flows WHERE expires_at < $1",
-            "DELETE FROM verification_manager_asks WHERE expires_at < $1",
-            "DELETE FROM verification_codes WHERE created_at < $1 AND expires_at < $1",
-        ] {
-            sqlx::query(statement)
-                .bind(before)
-                .execute(&mut *self.db.lock().await?)
-                .await?;
-        }
+        self.db
+            .run(|c| {
+                for statement in [
+                    "DELETE FROM verification_flows WHERE expires_at < $1",
+                    "DELETE FROM verification_manager_asks WHERE expires_at < $1",
+                    "DELETE FROM verification_codes WHERE created_at < $1 AND expires_at < $1",
+                ] {
+                    c.prepare_cached(statement)?.execute([before])?;
+                }
+                Ok(())
+            })
+            .await?;
         Ok(())
     }
 

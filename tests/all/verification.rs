@@ -307,7 +307,7 @@ async fn a_step_up_passes_when_the_requester_signs_in_with_mfa_and_the_state_is_
     );
 
     // Nothing secret at rest: neither the state nor anything derived from it.
-    let rows: Vec<(String, String, Option<String>, String)> = sqlx_rows(&f.audit).await;
+    let rows: Vec<(String, String, Option<String>, String)> = stored_flows(&f.audit).await;
     assert_eq!(rows.len(), 1);
     let stored = format!("{rows:?}");
     assert!(!stored.contains(&start.state));
@@ -351,9 +351,16 @@ async fn a_step_up_passes_when_the_requester_signs_in_with_mfa_and_the_state_is_
 
 /// The stored flows, every column that could hold something derived from
 /// the state.
-async fn sqlx_rows(audit: &AuditLog) -> Vec<(String, String, Option<String>, String)> {
-    sqlx::query_as("SELECT state_sha256, tenant, requester, redirect_uri FROM verification_flows")
-        .fetch_all(&mut *audit.db().lock().await.unwrap())
+async fn stored_flows(audit: &AuditLog) -> Vec<(String, String, Option<String>, String)> {
+    audit
+        .db()
+        .run(|c| {
+            c.prepare(
+                "SELECT state_sha256, tenant, requester, redirect_uri FROM verification_flows",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect()
+        })
         .await
         .unwrap()
 }
@@ -911,11 +918,16 @@ async fn a_recovery_code_goes_to_the_registered_address_and_passes_once() {
     let code = f.last_code_to("adele.vance.home@example.net").await;
 
     // Only an HMAC is kept: the code is nowhere in the database.
-    let rows: Vec<(String, String, String)> =
-        sqlx::query_as("SELECT id, code_mac, to_masked FROM verification_codes")
-            .fetch_all(&mut *f.audit.db().lock().await.unwrap())
-            .await
-            .unwrap();
+    let rows: Vec<(String, String, String)> = f
+        .audit
+        .db()
+        .run(|c| {
+            c.prepare("SELECT id, code_mac, to_masked FROM verification_codes")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        })
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 1);
     assert!(!format!("{rows:?}").contains(&code));
 

@@ -614,7 +614,7 @@ async fn a_read_only_log_verifies_and_refuses_writes() {
     let reader = AuditLog::open_read_only(&db(&dir)).await.unwrap();
     assert_eq!(reader.verify(Scope::All).await.unwrap(), expected);
     let write = reader.append(&tenant(T1), Kind::Note, json!({})).await;
-    assert!(matches!(write, Err(AuditError::Database(_))), "{write:?}");
+    assert!(matches!(write, Err(AuditError::Commit(_))), "{write:?}");
     assert_eq!(reader.verify(Scope::All).await.unwrap(), expected);
     reader.close().await;
 }

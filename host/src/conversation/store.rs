@@ -10,6 +10,7 @@
 
 use crate::audit::{Db, Pruning};
 use latchkey_policy::Channel;
+use rusqlite::{OptionalExtension as _, params};
 use sha2::{Digest as _, Sha256};
 
 use super::state::State;
@@ -96,14 +97,19 @@ impl Store {
         tenant: &TenantId,
         user: &UserId,
     ) -> Result<Option<Conversation>, EngineError> {
-        let row: Option<(String, String, String)> = sqlx::query_as(
-            "SELECT channel, display_name, state FROM conversations \
-             WHERE tenant = $1 AND user_id = $2",
-        )
-        .bind(tenant.as_str())
-        .bind(user.as_str())
-        .fetch_optional(&mut *self.db.lock().await?)
-        .await?;
+        let row: Option<(String, String, String)> = self
+            .db
+            .run(|c| {
+                c.prepare_cached(
+                    "SELECT channel, display_name, state FROM conversations \
+                     WHERE tenant = $1 AND user_id = $2",
+                )?
+                .query_row([tenant.as_str(), user.as_str()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()
+            })
+            .await?;
         row.map(|(channel, display_name, state)| {
             Ok(Conversation {
                 channel: parse_channel(&channel)?,
@@ -126,22 +132,26 @@ impl Store {
         let state = serde_json::to_string(&conversation.state)
             .map_err(|e| EngineError::Corrupt(format!("conversation state: {e}")))?;
         let deadline = conversation.state.case.as_ref().map(|c| c.deadline);
-        sqlx::query(
-            "INSERT INTO conversations (tenant, user_id, channel, display_name, state, deadline, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (tenant, user_id) DO UPDATE SET channel = excluded.channel, \
-             display_name = excluded.display_name, state = excluded.state, \
-             deadline = excluded.deadline, updated_at = excluded.updated_at",
-        )
-        .bind(tenant.as_str())
-        .bind(user.as_str())
-        .bind(channel_name(conversation.channel))
-        .bind(&conversation.display_name)
-        .bind(state)
-        .bind(deadline)
-        .bind(now)
-        .execute(&mut *self.db.lock().await?)
-        .await?;
+        self.db
+            .run(|c| {
+                c.prepare_cached(
+                    "INSERT INTO conversations (tenant, user_id, channel, display_name, state, deadline, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (tenant, user_id) DO UPDATE SET channel = excluded.channel, \
+                     display_name = excluded.display_name, state = excluded.state, \
+                     deadline = excluded.deadline, updated_at = excluded.updated_at",
+                )?
+                .execute(params![
+                    tenant.as_str(),
+                    user.as_str(),
+                    channel_name(conversation.channel),
+                    conversation.display_name,
+                    state,
+                    deadline,
+                    now
+                ])
+            })
+            .await?;
         Ok(())
     }
 
@@ -154,28 +164,32 @@ impl Store {
         display_name: &str,
         now: i64,
     ) -> Result<(), EngineError> {
-        sqlx::query(
-            "INSERT INTO conversations (tenant, user_id, channel, display_name, state, deadline, updated_at) \
-             VALUES ($1, $2, 'web', $3, '{\"case\":null}', NULL, $4) \
-             ON CONFLICT (tenant, user_id) DO NOTHING",
-        )
-        .bind(tenant.as_str())
-        .bind(user.as_str())
-        .bind(display_name)
-        .bind(now)
-        .execute(&mut *self.db.lock().await?)
-        .await?;
+        self.db
+            .run(|c| {
+                c.prepare_cached(
+                    "INSERT INTO conversations (tenant, user_id, channel, display_name, state, deadline, updated_at) \
+                     VALUES ($1, $2, 'web', $3, '{\"case\":null}', NULL, $4) \
+                     ON CONFLICT (tenant, user_id) DO NOTHING",
+                )?
+                .execute(params![tenant.as_str(), user.as_str(), display_name, now])
+            })
+            .await?;
         Ok(())
     }
 
     /// The conversations whose case is past its deadline.
     pub async fn due(&self, now: i64) -> Result<Vec<(TenantId, UserId)>, EngineError> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT tenant, user_id FROM conversations WHERE deadline IS NOT NULL AND deadline < $1",
-        )
-        .bind(now)
-        .fetch_all(&mut *self.db.lock().await?)
-        .await?;
+        let rows: Vec<(String, String)> = self
+            .db
+            .run(|c| {
+                c.prepare_cached(
+                    "SELECT tenant, user_id FROM conversations \
+                     WHERE deadline IS NOT NULL AND deadline < $1",
+                )?
+                .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+            })
+            .await?;
         rows.into_iter()
             .map(|(tenant, user)| {
                 Ok((
@@ -200,18 +214,20 @@ impl Store {
         let text = serde_json::to_string(&kind)
             .map_err(|e| EngineError::Corrupt(format!("event: {e}")))?;
         // One statement, so atomic: numbered after the conversation's last.
-        let seq: i64 = sqlx::query_scalar(
-            "INSERT INTO conversation_events (tenant, user_id, seq, at, event) \
-             SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, $4 FROM conversation_events \
-             WHERE tenant = $1 AND user_id = $2 \
-             RETURNING seq",
-        )
-        .bind(tenant.as_str())
-        .bind(user.as_str())
-        .bind(at)
-        .bind(text)
-        .fetch_one(&mut *self.db.lock().await?)
-        .await?;
+        let seq: i64 = self
+            .db
+            .run(|c| {
+                c.prepare_cached(
+                    "INSERT INTO conversation_events (tenant, user_id, seq, at, event) \
+                     SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, $4 FROM conversation_events \
+                     WHERE tenant = $1 AND user_id = $2 \
+                     RETURNING seq",
+                )?
+                .query_row(params![tenant.as_str(), user.as_str(), at, text], |r| {
+                    r.get(0)
+                })
+            })
+            .await?;
         let seq = u64::try_from(seq).unwrap_or(0);
         // Nobody listening is not an error.
         let _ = self.appended.send(Appended {
@@ -231,16 +247,20 @@ impl Store {
         after: u64,
     ) -> Result<Vec<Event>, EngineError> {
         let after = i64::try_from(after).unwrap_or(i64::MAX);
-        let rows: Vec<(i64, i64, String)> = sqlx::query_as(
-            "SELECT seq, at, event FROM conversation_events \
-             WHERE tenant = $1 AND user_id = $2 AND seq > $3 ORDER BY seq LIMIT $4",
-        )
-        .bind(tenant.as_str())
-        .bind(user.as_str())
-        .bind(after)
-        .bind(EVENTS_PAGE)
-        .fetch_all(&mut *self.db.lock().await?)
-        .await?;
+        let rows: Vec<(i64, i64, String)> = self
+            .db
+            .run(|c| {
+                c.prepare_cached(
+                    "SELECT seq, at, event FROM conversation_events \
+                     WHERE tenant = $1 AND user_id = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+                )?
+                .query_map(
+                    params![tenant.as_str(), user.as_str(), after, EVENTS_PAGE],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?
+                .collect()
+            })
+            .await?;
         rows.into_iter()
             .map(|(seq, at, text)| {
                 Ok(Event {
@@ -264,36 +284,45 @@ impl Store {
             Flow::SignIn { tenant, channel } => ("sign-in", tenant, None, *channel),
             Flow::StepUp { tenant, user } => ("step-up", tenant, Some(user), Channel::Web),
         };
-        if self.pruning.due(expires_at) {
-            sqlx::query("DELETE FROM conversation_flows WHERE expires_at < $1")
-                .bind(expires_at - 2 * crate::verification::FLOW_SECONDS)
-                .execute(&mut *self.db.lock().await?)
-                .await?;
-        }
-        sqlx::query(
-            "INSERT INTO conversation_flows (state_sha256, kind, tenant, user_id, channel, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(state_hash(state))
-        .bind(kind)
-        .bind(tenant.as_str())
-        .bind(user.map(UserId::as_str))
-        .bind(channel_name(channel))
-        .bind(expires_at)
-        .execute(&mut *self.db.lock().await?)
-        .await?;
+        let prune = self.pruning.due(expires_at);
+        self.db
+            .run(|c| {
+                if prune {
+                    c.prepare_cached("DELETE FROM conversation_flows WHERE expires_at < $1")?
+                        .execute([expires_at - 2 * crate::verification::FLOW_SECONDS])?;
+                }
+                c.prepare_cached(
+                    "INSERT INTO conversation_flows (state_sha256, kind, tenant, user_id, channel, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )?
+                .execute(params![
+                    state_hash(state),
+                    kind,
+                    tenant.as_str(),
+                    user.map(UserId::as_str),
+                    channel_name(channel),
+                    expires_at
+                ])
+            })
+            .await?;
         Ok(())
     }
 
     /// The flow `state` belongs to, removed: a redirect is used once.
     pub async fn take_flow(&self, state: &str) -> Result<Option<Flow>, EngineError> {
-        let row: Option<(String, String, Option<String>, String)> = sqlx::query_as(
-            "DELETE FROM conversation_flows WHERE state_sha256 = $1 \
-             RETURNING kind, tenant, user_id, channel",
-        )
-        .bind(state_hash(state))
-        .fetch_optional(&mut *self.db.lock().await?)
-        .await?;
+        let row: Option<(String, String, Option<String>, String)> = self
+            .db
+            .run(|c| {
+                c.prepare_cached(
+                    "DELETE FROM conversation_flows WHERE state_sha256 = $1 \
+                     RETURNING kind, tenant, user_id, channel",
+                )?
+                .query_row([state_hash(state)], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .optional()
+            })
+            .await?;
         let corrupt = || EngineError::Corrupt("a stored sign-in flow".to_owned());
         row.map(|(kind, tenant, user, channel)| {
             let tenant: TenantId = tenant.parse().map_err(|_| corrupt())?;

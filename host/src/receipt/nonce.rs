@@ -250,8 +250,12 @@ impl SqliteNonceStore {
 
     /// How many nonces are remembered, expired ones not yet pruned included.
     pub async fn len(&self) -> Result<u64, NonceStoreError> {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM receipt_nonces")
-            .fetch_one(&mut *self.db.lock().await.map_err(unavailable)?)
+        let count: i64 = self
+            .db
+            .run(|c| {
+                c.prepare_cached("SELECT COUNT(*) FROM receipt_nonces")?
+                    .query_row([], |r| r.get(0))
+            })
             .await
             .map_err(unavailable)?;
         Ok(u64::try_from(count).unwrap_or(0))
@@ -269,31 +273,38 @@ impl SqliteNonceStore {
         expires_at: i64,
     ) -> Result<bool, NonceStoreError> {
         let now = (self.clock)();
-        if self.pruning.due(now) {
-            let forget_before = now
-                .saturating_sub(CLOCK_SKEW_SECS)
-                .saturating_sub(NONCE_RETENTION_MARGIN_SECS);
-            sqlx::query("DELETE FROM receipt_nonces WHERE expires_at < $1")
-                .bind(forget_before)
-                .execute(&mut *self.db.lock().await.map_err(unavailable)?)
-                .await
-                .map_err(unavailable)?;
-        }
-        if expires_at.saturating_add(CLOCK_SKEW_SECS) < now {
+        let prune = self.pruning.due(now);
+        let expired = expires_at.saturating_add(CLOCK_SKEW_SECS) < now;
+        if !prune && expired {
             return Ok(false);
         }
-        let inserted = sqlx::query(
-            "INSERT INTO receipt_nonces (tenant, nonce, expires_at, consumed_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (tenant, nonce) DO NOTHING",
-        )
-        .bind(tenant.as_str())
-        .bind(nonce.to_string())
-        .bind(expires_at)
-        .bind(now)
-        .execute(&mut *self.db.lock().await.map_err(unavailable)?)
-        .await
-        .map_err(unavailable)?;
-        Ok(inserted.rows_affected() == 1)
+        let inserted = self
+            .db
+            .run(|c| {
+                if prune {
+                    let forget_before = now
+                        .saturating_sub(CLOCK_SKEW_SECS)
+                        .saturating_sub(NONCE_RETENTION_MARGIN_SECS);
+                    c.prepare_cached("DELETE FROM receipt_nonces WHERE expires_at < $1")?
+                        .execute([forget_before])?;
+                }
+                if expired {
+                    return Ok(0);
+                }
+                c.prepare_cached(
+                    "INSERT INTO receipt_nonces (tenant, nonce, expires_at, consumed_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (tenant, nonce) DO NOTHING",
+                )?
+                .execute(rusqlite::params![
+                    tenant.as_str(),
+                    nonce.to_string(),
+                    expires_at,
+                    now
+                ])
+            })
+            .await
+            .map_err(unavailable)?;
+        Ok(inserted == 1)
     }
 }
 
@@ -314,7 +325,7 @@ impl NonceStore for SqliteNonceStore {
     }
 }
 
-fn unavailable(e: sqlx::Error) -> NonceStoreError {
+fn unavailable(e: crate::audit::DbError) -> NonceStoreError {
     NonceStoreError::Unavailable(e.to_string())
 }
 

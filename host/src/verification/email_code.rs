@@ -7,6 +7,7 @@
 //! it is kept as an HMAC bound to its id, tenant and requester, so a code
 //! sent to someone else never matches.
 
+use rusqlite::{OptionalExtension as _, params};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq as _;
@@ -89,7 +90,6 @@ fn code_mac(key: &MacKey, id: &str, tenant: &TenantId, requester: &UserId, code:
 }
 
 /// The latest code of a requester, as stored.
-#[derive(sqlx::FromRow)]
 struct StoredCode {
     id: String,
     code_mac: String,
@@ -129,26 +129,31 @@ impl Verifier {
         let mac = hex::encode(code_mac(key, &id, tenant, requester, &code));
         let to_masked = mask_email(&address);
         let expires_at = now + CODE_SECONDS;
-        let inserted = sqlx::query(
-            "INSERT INTO verification_codes \
-             (id, tenant, requester, code_mac, key_id, to_masked, created_at, expires_at) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
-             WHERE (SELECT COUNT(*) FROM verification_codes \
-                    WHERE tenant = $2 AND requester = $3 AND created_at > $9) < $10",
-        )
-        .bind(&id)
-        .bind(tenant.as_str())
-        .bind(requester.as_str())
-        .bind(&mac)
-        .bind(&key.id)
-        .bind(&to_masked)
-        .bind(now)
-        .bind(expires_at)
-        .bind(now - CODE_RATE_WINDOW_SECONDS)
-        .bind(CODES_PER_WINDOW)
-        .execute(&mut *self.db.lock().await?)
-        .await?;
-        if inserted.rows_affected() != 1 {
+        let inserted = self
+            .db
+            .run(|c| {
+                c.prepare_cached(
+                    "INSERT INTO verification_codes \
+                     (id, tenant, requester, code_mac, key_id, to_masked, created_at, expires_at) \
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+                     WHERE (SELECT COUNT(*) FROM verification_codes \
+                            WHERE tenant = $2 AND requester = $3 AND created_at > $9) < $10",
+                )?
+                .execute(params![
+                    id,
+                    tenant.as_str(),
+                    requester.as_str(),
+                    mac,
+                    key.id,
+                    to_masked,
+                    now,
+                    expires_at,
+                    now - CODE_RATE_WINDOW_SECONDS,
+                    CODES_PER_WINDOW
+                ])
+            })
+            .await?;
+        if inserted != 1 {
             self.rate_limit(tenant, requester, now).await?;
             return Err(VerificationError::RateLimited {
                 retry_after_secs: 1,
@@ -176,9 +181,11 @@ impl Verifier {
         if let Err(e) = graph.post(&path, &message).await {
             // Not sent: it must not count against the requester, nor be
             // accepted.
-            sqlx::query("DELETE FROM verification_codes WHERE id = $1")
-                .bind(&id)
-                .execute(&mut *self.db.lock().await?)
+            self.db
+                .run(|c| {
+                    c.prepare_cached("DELETE FROM verification_codes WHERE id = $1")?
+                        .execute([&id])
+                })
                 .await?;
             return Err(e.into());
         }
@@ -197,15 +204,23 @@ impl Verifier {
         requester: &UserId,
         now: i64,
     ) -> Result<(), VerificationError> {
-        let (count, oldest): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT COUNT(*), MIN(created_at) FROM verification_codes \
-             WHERE tenant = $1 AND requester = $2 AND created_at > $3",
-        )
-        .bind(tenant.as_str())
-        .bind(requester.as_str())
-        .bind(now - CODE_RATE_WINDOW_SECONDS)
-        .fetch_one(&mut *self.db.lock().await?)
-        .await?;
+        let (count, oldest): (i64, Option<i64>) = self
+            .db
+            .run(|c| {
+                c.prepare_cached(
+                    "SELECT COUNT(*), MIN(created_at) FROM verification_codes \
+                     WHERE tenant = $1 AND requester = $2 AND created_at > $3",
+                )?
+                .query_row(
+                    params![
+                        tenant.as_str(),
+                        requester.as_str(),
+                        now - CODE_RATE_WINDOW_SECONDS
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+            })
+            .await?;
         if count >= CODES_PER_WINDOW {
             let retry_after_secs = oldest.map_or(CODE_RATE_WINDOW_SECONDS, |oldest| {
                 (oldest + CODE_RATE_WINDOW_SECONDS - now + 1).max(1)
@@ -227,14 +242,27 @@ impl Verifier {
     ) -> Result<CodePassed, VerificationError> {
         let key = self.key()?;
         let now = self.now();
-        let stored: Option<StoredCode> = sqlx::query_as(
-            "SELECT id, code_mac, key_id, expires_at, attempts, used_at FROM verification_codes \
-             WHERE tenant = $1 AND requester = $2 ORDER BY seq DESC LIMIT 1",
-        )
-        .bind(tenant.as_str())
-        .bind(requester.as_str())
-        .fetch_optional(&mut *self.db.lock().await?)
-        .await?;
+        let stored: Option<StoredCode> = self
+            .db
+            .run(|c| {
+                c.prepare_cached(
+                    "SELECT id, code_mac, key_id, expires_at, attempts, used_at \
+                     FROM verification_codes \
+                     WHERE tenant = $1 AND requester = $2 ORDER BY seq DESC LIMIT 1",
+                )?
+                .query_row([tenant.as_str(), requester.as_str()], |r| {
+                    Ok(StoredCode {
+                        id: r.get(0)?,
+                        code_mac: r.get(1)?,
+                        key_id: r.get(2)?,
+                        expires_at: r.get(3)?,
+                        attempts: r.get(4)?,
+                        used_at: r.get(5)?,
+                    })
+                })
+                .optional()
+            })
+            .await?;
         let Some(stored) = stored else {
             return Err(VerificationError::NoCode);
         };
@@ -250,21 +278,26 @@ impl Verifier {
         }
         // The try is counted before the comparison, atomically: however many
         // guesses arrive at once, at most CODE_TRIES are ever compared.
-        let attempts: Option<i64> = sqlx::query_scalar(
-            "UPDATE verification_codes SET attempts = attempts + 1 \
-             WHERE id = $1 AND used_at IS NULL AND attempts < $2 RETURNING attempts",
-        )
-        .bind(&stored.id)
-        .bind(i64::from(CODE_TRIES))
-        .fetch_optional(&mut *self.db.lock().await?)
-        .await?;
+        let attempts: Option<i64> = self
+            .db
+            .run(|c| {
+                c.prepare_cached(
+                    "UPDATE verification_codes SET attempts = attempts + 1 \
+                     WHERE id = $1 AND used_at IS NULL AND attempts < $2 RETURNING attempts",
+                )?
+                .query_row(params![stored.id, i64::from(CODE_TRIES)], |r| r.get(0))
+                .optional()
+            })
+            .await?;
         let Some(attempts) = attempts else {
             // Another try got there first and used or burnt it.
-            let used: Option<i64> =
-                sqlx::query_scalar("SELECT used_at FROM verification_codes WHERE id = $1")
-                    .bind(&stored.id)
-                    .fetch_one(&mut *self.db.lock().await?)
-                    .await?;
+            let used: Option<i64> = self
+                .db
+                .run(|c| {
+                    c.prepare_cached("SELECT used_at FROM verification_codes WHERE id = $1")?
+                        .query_row([&stored.id], |r| r.get(0))
+                })
+                .await?;
             return Err(if used.is_some() {
                 VerificationError::NoCode
             } else {
@@ -281,14 +314,17 @@ impl Verifier {
         })?;
         let actual = code_mac(key, &stored.id, tenant, requester, &typed);
         if bool::from(actual.as_slice().ct_eq(&expected)) {
-            let used = sqlx::query(
-                "UPDATE verification_codes SET used_at = $1 WHERE id = $2 AND used_at IS NULL",
-            )
-            .bind(now)
-            .bind(&stored.id)
-            .execute(&mut *self.db.lock().await?)
-            .await?;
-            if used.rows_affected() != 1 {
+            let used = self
+                .db
+                .run(|c| {
+                    c.prepare_cached(
+                        "UPDATE verification_codes SET used_at = $1 \
+                         WHERE id = $2 AND used_at IS NULL",
+                    )?
+                    .execute(params![now, stored.id])
+                })
+                .await?;
+            if used != 1 {
                 return Err(VerificationError::NoCode);
             }
             return Ok(CodePassed {

@@ -5,6 +5,7 @@
 //! the verifier keeps who may answer and accepts one answer, from that
 //! identity only, before the deadline.
 
+use rusqlite::OptionalExtension as _;
 use serde::{Deserialize, Serialize};
 
 use super::{MANAGER_SECONDS, VerificationError, Verifier};
@@ -65,19 +66,23 @@ impl Verifier {
         self.prune(now).await?;
         let id = random_uuid_v4()?;
         let expires_at = now + MANAGER_SECONDS;
-        sqlx::query(
-            "INSERT INTO verification_manager_asks \
-             (id, tenant, requester, manager, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&id)
-        .bind(tenant.as_str())
-        .bind(requester.as_str())
-        .bind(manager.as_str())
-        .bind(now)
-        .bind(expires_at)
-        .execute(&mut *self.db.lock().await?)
-        .await?;
+        self.db
+            .run(|c| {
+                c.prepare_cached(
+                    "INSERT INTO verification_manager_asks \
+                     (id, tenant, requester, manager, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )?
+                .execute(rusqlite::params![
+                    id,
+                    tenant.as_str(),
+                    requester.as_str(),
+                    manager.as_str(),
+                    now,
+                    expires_at
+                ])
+            })
+            .await?;
         Ok(ManagerAsk {
             id,
             manager: manager.clone(),
@@ -97,13 +102,19 @@ impl Verifier {
         confirm: bool,
     ) -> Result<ManagerAnswer, VerificationError> {
         let unknown = || VerificationError::UnknownRequest(id.chars().take(80).collect());
-        let row: Option<(String, String, String, i64, Option<i64>)> = sqlx::query_as(
-            "SELECT tenant, requester, manager, expires_at, answered_at \
-             FROM verification_manager_asks WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&mut *self.db.lock().await?)
-        .await?;
+        let row: Option<(String, String, String, i64, Option<i64>)> = self
+            .db
+            .run(|c| {
+                c.prepare_cached(
+                    "SELECT tenant, requester, manager, expires_at, answered_at \
+                     FROM verification_manager_asks WHERE id = $1",
+                )?
+                .query_row([id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .optional()
+            })
+            .await?;
         let Some((tenant, requester, manager, expires_at, answered_at)) = row else {
             return Err(unknown());
         };
@@ -125,16 +136,17 @@ impl Verifier {
         if now >= expires_at {
             return Err(VerificationError::Expired);
         }
-        let answered = sqlx::query(
-            "UPDATE verification_manager_asks SET answered_at = $1, confirmed = $2 \
-             WHERE id = $3 AND answered_at IS NULL",
-        )
-        .bind(now)
-        .bind(i64::from(confirm))
-        .bind(id)
-        .execute(&mut *self.db.lock().await?)
-        .await?;
-        if answered.rows_affected() != 1 {
+        let answered = self
+            .db
+            .run(|c| {
+                c.prepare_cached(
+                    "UPDATE verification_manager_asks SET answered_at = $1, confirmed = $2 \
+                     WHERE id = $3 AND answered_at IS NULL",
+                )?
+                .execute(rusqlite::params![now, i64::from(confirm), id])
+            })
+            .await?;
+        if answered != 1 {
             return Err(VerificationError::AlreadyAnswered);
         }
         Ok(ManagerAnswer {

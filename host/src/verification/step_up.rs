@@ -8,6 +8,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rusqlite::OptionalExtension as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -72,7 +73,6 @@ pub enum Completed {
 }
 
 /// A stored flow.
-#[derive(sqlx::FromRow)]
 struct Flow {
     kind: String,
     tenant: String,
@@ -141,25 +141,30 @@ impl Verifier {
             login_hint,
         })?;
         self.prune(now).await?;
-        sqlx::query(
-            "INSERT INTO verification_flows \
-             (state_sha256, kind, tenant, requester, redirect_uri, key_id, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(state_digest(&state))
-        .bind(if requester.is_some() {
+        let kind = if requester.is_some() {
             STEP_UP
         } else {
             SIGN_IN
-        })
-        .bind(oidc.tenant().as_str())
-        .bind(requester.map(UserId::as_str))
-        .bind(redirect_uri)
-        .bind(&key.id)
-        .bind(now)
-        .bind(expires_at)
-        .execute(&mut *self.db.lock().await?)
-        .await?;
+        };
+        self.db
+            .run(|c| {
+                c.prepare_cached(
+                    "INSERT INTO verification_flows \
+                     (state_sha256, kind, tenant, requester, redirect_uri, key_id, created_at, \
+                     expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )?
+                .execute(rusqlite::params![
+                    state_digest(&state),
+                    kind,
+                    oidc.tenant().as_str(),
+                    requester.map(UserId::as_str),
+                    redirect_uri,
+                    key.id,
+                    now,
+                    expires_at
+                ])
+            })
+            .await?;
         Ok(StepUpStart {
             authorize_url,
             state,
@@ -203,15 +208,17 @@ impl Verifier {
         // Used up before anything else happens: of two redirects with the
         // same state, one goes on.
         let now = self.now();
-        let taken = sqlx::query(
-            "UPDATE verification_flows SET used_at = $1 \
-             WHERE state_sha256 = $2 AND used_at IS NULL",
-        )
-        .bind(now)
-        .bind(state_digest(state))
-        .execute(&mut *self.db.lock().await?)
-        .await?;
-        if taken.rows_affected() != 1 {
+        let taken = self
+            .db
+            .run(|c| {
+                c.prepare_cached(
+                    "UPDATE verification_flows SET used_at = $1 \
+                     WHERE state_sha256 = $2 AND used_at IS NULL",
+                )?
+                .execute(rusqlite::params![now, state_digest(state)])
+            })
+            .await?;
+        if taken != 1 {
             return Err(VerificationError::StateUsed);
         }
         let derived = Derived::of(self.key()?, state);
@@ -265,13 +272,28 @@ impl Verifier {
         {
             return Err(VerificationError::UnknownState);
         }
-        let flow: Option<Flow> = sqlx::query_as(
-            "SELECT kind, tenant, requester, redirect_uri, key_id, created_at, expires_at, used_at \
-             FROM verification_flows WHERE state_sha256 = $1",
-        )
-        .bind(state_digest(state))
-        .fetch_optional(&mut *self.db.lock().await?)
-        .await?;
+        let flow: Option<Flow> = self
+            .db
+            .run(|c| {
+                c.prepare_cached(
+                    "SELECT kind, tenant, requester, redirect_uri, key_id, created_at, \
+                     expires_at, used_at FROM verification_flows WHERE state_sha256 = $1",
+                )?
+                .query_row([state_digest(state)], |r| {
+                    Ok(Flow {
+                        kind: r.get(0)?,
+                        tenant: r.get(1)?,
+                        requester: r.get(2)?,
+                        redirect_uri: r.get(3)?,
+                        key_id: r.get(4)?,
+                        created_at: r.get(5)?,
+                        expires_at: r.get(6)?,
+                        used_at: r.get(7)?,
+                    })
+                })
+                .optional()
+            })
+            .await?;
         let Some(flow) = flow else {
             return Err(VerificationError::UnknownState);
         };
