@@ -116,9 +116,12 @@
 //!
 //! The SQL is kept portable (`$n` placeholders, row-value comparisons,
 //! `RETURNING`, `NOT EXISTS`) so that a PostgreSQL backend for several
-//! replicas changes only this: the pool type, its own migrations (an identity
-//! column, a plpgsql trigger function, and better, UPDATE/DELETE/TRUNCATE
-//! revoked from the service's role), `BEGIN` plus
+//! replicas changes only this: the pool type, the writes (rusqlite calls
+//! in [`Db::run`] closures, the same statements sent through a sqlx
+//! `PgPool` instead: across a network the round trip is the network's
+//! anyway), its own migrations (an identity column, a plpgsql trigger
+//! function, and better, UPDATE/DELETE/TRUNCATE revoked from the service's
+//! role), `BEGIN` plus
 //! `pg_advisory_xact_lock(hashtext(tenant))` in place of `BEGIN IMMEDIATE`
 //! (the mutex only serialises one process), and the trigger check reading
 //! `pg_trigger` rather than `sqlite_master`.
@@ -217,9 +220,6 @@ pub enum AuditError {
     /// A query failed.
     #[error("audit database error: {0}")]
     Database(#[from] sqlx::Error),
-    /// A write failed (on the writing connection, see "Storage").
-    #[error("audit database error: {0}")]
-    Write(#[from] DbError),
     /// A group of appends could not be committed, or the write-ahead log
     /// not fsynced behind it: none of them is known to be on disk.
     #[error("audit database error: {0}")]

@@ -672,3 +672,44 @@ fn a_prune_is_due_once_per_interval_of_the_clock() {
     assert!(pruning.due(500));
     assert!(!pruning.due(501));
 }
+
+#[tokio::test]
+async fn the_writing_connection_is_set_as_storage_says_and_refuses_once_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(&db(&dir)).await.unwrap();
+    let db = log.db().clone();
+    let pragma = |name: &'static str| {
+        let db = db.clone();
+        async move {
+            let value = db
+                .run(|c| c.pragma_query_value(None, name, |r| r.get(0)))
+                .await
+                .unwrap();
+            match value {
+                rusqlite::types::Value::Integer(n) => n.to_string(),
+                rusqlite::types::Value::Text(text) => text,
+                other => panic!("PRAGMA {name} is {other:?}"),
+            }
+        }
+    };
+    assert_eq!(pragma("journal_mode").await, "wal");
+    // NORMAL: appends fsync the write-ahead log themselves ("Storage").
+    assert_eq!(pragma("synchronous").await, "1");
+    assert_eq!(pragma("foreign_keys").await, "1");
+    assert_eq!(pragma("busy_timeout").await, "5000");
+    // Statements the stores write with are on it (migrated).
+    let tables: i64 = db
+        .run(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name IN \
+                 ('conversations', 'receipt_nonces', 'verification_flows', 'approval_requests')",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(tables, 4);
+    log.close().await;
+    assert!(matches!(db.run(|_| Ok(())).await, Err(DbError::Closed)));
+}
