@@ -51,7 +51,13 @@ pub const PATH: &str = "/v1.0/$batch";
 const MAX_ANSWER_BYTES: usize = 16 << 20;
 
 /// The HTTP methods a request in a batch may use.
-const METHODS: [&str; 5] = ["GET", "POST", "PATCH", "PUT", "DELETE"];
+const METHODS: [(&str, Method); 5] = [
+    ("GET", Method::GET),
+    ("POST", Method::POST),
+    ("PATCH", Method::PATCH),
+    ("PUT", Method::PUT),
+    ("DELETE", Method::DELETE),
+];
 
 /// What the batch route runs on: the emulator's state, to check the token,
 /// and its Graph routes, to run each request.
@@ -187,13 +193,15 @@ fn request(item: Item, caller: &Caller) -> Result<Request<Body>, GraphError> {
             "Request '{id}': dependsOn is not supported by the emulator; send dependent requests in separate batches."
         )));
     }
-    let method = method.to_ascii_uppercase();
-    if !METHODS.contains(&method.as_str()) {
+    let Some((_, method)) = METHODS
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(&method))
+    else {
         return Err(GraphError::bad_request(format!(
             "Request '{id}': the method must be one of {}; got '{method}'.",
-            METHODS.join(", ")
+            METHODS.map(|(name, _)| name).join(", ")
         )));
-    }
+    };
     let relative = url.strip_prefix('/').unwrap_or(&url);
     let segment = relative.split(['/', '?']).next().unwrap_or_default();
     if relative.is_empty()
@@ -225,12 +233,7 @@ fn request(item: Item, caller: &Caller) -> Result<Request<Body>, GraphError> {
         Some(query) => format!("{}?{query}", parsed.path()),
         None => parsed.path().to_owned(),
     };
-    let mut builder =
-        Request::builder()
-            .method(Method::from_bytes(method.as_bytes()).map_err(|e| {
-                GraphError::bad_request(format!("Request '{id}': the method: {e}."))
-            })?)
-            .uri(uri);
+    let mut builder = Request::builder().method(method.clone()).uri(uri);
     let mut has_content_type = false;
     for (name, value) in &headers {
         let Some(value) = value.as_str() else {
