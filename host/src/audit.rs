@@ -92,9 +92,10 @@
 //! wake-ups) per statement, all of it under the one writer's queue: under
 //! load that round trip was most of the service's time, and the queue most
 //! of its latency (see BENCHMARKS.md). A statement here takes microseconds.
-//! The cost: while another process holds the file's write lock (an admin
-//! command writing), a statement waits for it, up to five seconds, on a
-//! runtime thread rather than on a thread of its own.
+//! The cost: while another process holds the file's write lock, a
+//! statement waits for it, up to five seconds, on a runtime thread rather
+//! than on a thread of its own. Only a second `latchkey serve` on the same
+//! file would: every other command opens the log read-only.
 //!
 //! That connection commits with `synchronous = NORMAL` (no fsync), and an
 //! append returns only after the write-ahead log has been fsynced behind
@@ -402,7 +403,7 @@ impl Db {
         let connection = rusqlite::Connection::open_with_flags(path, flags)?;
         connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         // As long as sqlx's default: another process holding the write lock
-        // (an admin command) is waited for, not failed.
+        // is waited for, not failed (see "Storage").
         connection.busy_timeout(BUSY_TIMEOUT)?;
         if !read_only {
             connection.pragma_update(None, "synchronous", "NORMAL")?;
