@@ -80,10 +80,10 @@
 //!
 //! Every write of this process, the log's and the state's kept beside it
 //! in the same file (conversations, pending verifications, approvals,
-//! receipt nonces; [`AuditLog::db`]), goes through **one connection**, so
-//! writers queue in the process instead of meeting SQLite's busy handler,
-//! which sleeps. Reads have connections of their own (WAL readers never
-//! wait for the writer).
+//! receipt nonces, Teams connector URLs; [`AuditLog::db`]), goes through
+//! **one connection**, so writers queue in the process instead of meeting
+//! SQLite's busy handler, which sleeps. Reads have connections of their own
+//! (WAL readers never wait for the writer).
 //!
 //! That connection is a [`Db`]: a rusqlite connection behind a tokio
 //! mutex, whose statements run on the thread of the task that holds the

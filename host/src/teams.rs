@@ -37,7 +37,9 @@
 //! is not talking to (a manager) is sent proactively: a personal
 //! conversation is created with them (`POST /v3/conversations`, their Entra
 //! object id as member; Teams requires the app to be installed for them) at
-//! the last `serviceUrl` seen for their tenant.
+//! the last `serviceUrl` seen for their tenant. That URL is kept in the
+//! database (`teams_service_urls`), so a restart does not lose it; the
+//! connector checks it against the allowed hosts again each time.
 //!
 //! Messages are acknowledged at once and handled in a spawned task (the
 //! connector gives up after 15 seconds); card invokes are answered in the
@@ -58,9 +60,11 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use rusqlite::OptionalExtension as _;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+use crate::audit::{Db, DbError};
 use crate::config::{ConfigError, TeamsConfig};
 use crate::conversation::{Engine, Event, EventKind, Speaker};
 use crate::graph::Secret;
@@ -137,8 +141,11 @@ pub struct TeamsSender {
     connector: Connector,
     bot_id: String,
     /// The last validated `serviceUrl` of each tenant, for proactive
-    /// messages.
+    /// messages: as kept in the database, cached.
     service_urls: StdMutex<HashMap<TenantId, String>>,
+    /// Where they are kept (`teams_service_urls`), so that they outlive a
+    /// restart.
+    db: Db,
 }
 
 impl std::fmt::Debug for TeamsSender {
@@ -150,6 +157,69 @@ impl std::fmt::Debug for TeamsSender {
 }
 
 impl TeamsSender {
+    /// A sender through `connector` as bot `bot_id`, keeping the tenants'
+    /// `serviceUrl`s in `db`.
+    fn new(connector: Connector, bot_id: String, db: Db) -> TeamsSender {
+        TeamsSender {
+            connector,
+            bot_id,
+            service_urls: StdMutex::new(HashMap::new()),
+            db,
+        }
+    }
+
+    /// Remembers `service_url` (validated) as `tenant`'s; written to the
+    /// database only when it changed.
+    async fn remember(&self, tenant: &TenantId, service_url: &str) -> Result<(), DbError> {
+        let known = self
+            .service_urls
+            .lock()
+            .ok()
+            .and_then(|urls| urls.get(tenant).cloned());
+        if known.as_deref() == Some(service_url) {
+            return Ok(());
+        }
+        self.db
+            .run(|c| {
+                c.prepare_cached(
+                    "INSERT INTO teams_service_urls (tenant, service_url, seen_at) \
+                     VALUES ($1, $2, $3) ON CONFLICT (tenant) DO UPDATE SET \
+                     service_url = excluded.service_url, seen_at = excluded.seen_at",
+                )?
+                .execute(rusqlite::params![tenant.as_str(), service_url, now()])
+            })
+            .await?;
+        if let Ok(mut urls) = self.service_urls.lock() {
+            urls.insert(tenant.clone(), service_url.to_owned());
+        }
+        Ok(())
+    }
+
+    /// `tenant`'s last `serviceUrl`, from before a restart too; `None` when
+    /// no activity of the tenant has ever given one.
+    async fn service_url(&self, tenant: &TenantId) -> Result<Option<String>, DbError> {
+        let cached = self
+            .service_urls
+            .lock()
+            .ok()
+            .and_then(|urls| urls.get(tenant).cloned());
+        if cached.is_some() {
+            return Ok(cached);
+        }
+        let stored: Option<String> = self
+            .db
+            .run(|c| {
+                c.prepare_cached("SELECT service_url FROM teams_service_urls WHERE tenant = $1")?
+                    .query_row([tenant.as_str()], |r| r.get(0))
+                    .optional()
+            })
+            .await?;
+        if let (Some(url), Ok(mut urls)) = (&stored, self.service_urls.lock()) {
+            urls.insert(tenant.clone(), url.clone());
+        }
+        Ok(stored)
+    }
+
     fn message(&self, to: &ConversationRef, text: &str, card: Option<Value>) -> Value {
         let mut activity = json!({
             "type": "message",
@@ -241,11 +311,13 @@ impl Transport for TeamsSender {
         if !matches!(event.kind, EventKind::ApprovalRequest { .. }) {
             return None;
         }
-        let service_url = self
-            .service_urls
-            .lock()
-            .ok()
-            .and_then(|urls| urls.get(tenant).cloned());
+        let service_url = match self.service_url(tenant).await {
+            Ok(url) => url,
+            Err(e) => {
+                tracing::warn!("teams: cannot read tenant {tenant}'s serviceUrl: {e}");
+                None
+            }
+        };
         let Some(service_url) = service_url else {
             tracing::warn!(
                 "teams: no serviceUrl known for tenant {tenant} yet; {user}'s approval request \
@@ -371,11 +443,11 @@ impl Teams {
             .timeout(std::time::Duration::from_secs(10))
             .build()
             .map_err(|e| ConnectorError::Transport(e.to_string()))?;
-        let sender = TeamsSender {
+        let sender = TeamsSender::new(
             connector,
-            bot_id: format!("28:{}", settings.app_id),
-            service_urls: StdMutex::new(HashMap::new()),
-        };
+            format!("28:{}", settings.app_id),
+            service.audit().db().clone(),
+        );
         Ok(Teams {
             outbox: Arc::new(Outbox::new(engine, sender)),
             validator: TokenValidator::new(http, &settings.openid_metadata_url, &settings.app_id),
@@ -428,8 +500,10 @@ impl Teams {
         {
             return Err(Refusal::Tenant(crate::jwks::shorten(other, 60)));
         }
-        if let Ok(mut urls) = self.outbox.transport().service_urls.lock() {
-            urls.insert(tenant.clone(), service_url.to_owned());
+        if let Err(e) = self.outbox.transport().remember(&tenant, service_url).await {
+            // Replies still go to this activity's serviceUrl; only a
+            // proactive message after a restart could miss it.
+            tracing::warn!("teams: cannot keep tenant {tenant}'s serviceUrl: {e}");
         }
         Ok(Context {
             tenant,
@@ -673,5 +747,54 @@ mod tests {
         );
         assert_eq!(strip_mentions("<at>unclosed"), "");
         assert_eq!(strip_mentions("plain"), "plain");
+    }
+
+    fn sender(log: &crate::audit::AuditLog) -> TeamsSender {
+        let connector = Connector::new(
+            "https://login.microsoftonline.com",
+            "botframework.com",
+            "00000000-0000-0000-0000-0000000000b0",
+            Secret::new("bot-secret"),
+            &["smba.trafficmanager.net".to_owned()],
+        )
+        .unwrap();
+        TeamsSender::new(connector, "28:bot".to_owned(), log.db().clone())
+    }
+
+    #[tokio::test]
+    async fn a_tenants_service_url_outlives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("latchkey.db");
+        let contoso: TenantId = "8a1fb8a4-6a2d-4c07-a8b5-2f2b1a3c9d01".parse().unwrap();
+        let fabrikam: TenantId = "0b7e4c2a-91f3-4d6e-8a5b-3c2d1e0f9a88".parse().unwrap();
+        let amer = "https://smba.trafficmanager.net/amer/";
+        let emea = "https://smba.trafficmanager.net/emea/";
+
+        let log = crate::audit::AuditLog::open(&path).await.unwrap();
+        let before = sender(&log);
+        assert_eq!(before.service_url(&contoso).await.unwrap(), None);
+        before.remember(&contoso, amer).await.unwrap();
+        assert_eq!(
+            before.service_url(&contoso).await.unwrap().as_deref(),
+            Some(amer)
+        );
+        drop(before);
+        log.close().await;
+
+        // A new process on the same database, nobody has written yet.
+        let log = crate::audit::AuditLog::open(&path).await.unwrap();
+        let after = sender(&log);
+        assert_eq!(
+            after.service_url(&contoso).await.unwrap().as_deref(),
+            Some(amer)
+        );
+        assert_eq!(after.service_url(&fabrikam).await.unwrap(), None);
+        // A tenant's connector moves: the newest is kept.
+        after.remember(&contoso, emea).await.unwrap();
+        assert_eq!(
+            sender(&log).service_url(&contoso).await.unwrap().as_deref(),
+            Some(emea)
+        );
+        log.close().await;
     }
 }
