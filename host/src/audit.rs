@@ -439,6 +439,17 @@ impl Db {
 /// How long a statement waits for another process's write lock on the file.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// [`AuditError::Open`] for `path`, whichever library failed to open it.
+fn open_failed(
+    path: &Path,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> AuditError {
+    AuditError::Open {
+        path: path.to_owned(),
+        source: source.into(),
+    }
+}
+
 /// A pool of at most `max` connections to the database file. sqlx pings a
 /// connection before lending it by default, which for SQLite is one more
 /// round trip to the connection's worker thread per statement and tests
@@ -458,10 +469,7 @@ impl AuditLog {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true);
-        let open_error = |source: sqlx::Error| AuditError::Open {
-            path: path.to_owned(),
-            source: source.into(),
-        };
+        let open_error = |source: sqlx::Error| open_failed(path, source);
         // The schema is brought up to date by sqlx's migrator, on a
         // connection of its own, closed before the writing one opens.
         let mut migrating = SqliteConnection::connect_with(&options)
@@ -476,10 +484,7 @@ impl AuditLog {
             })?;
         migrating.close().await.map_err(open_error)?;
         // The one writing connection (see "Storage" for its durability).
-        let writes = Db::open(path, false).map_err(|source| AuditError::Open {
-            path: path.to_owned(),
-            source: source.into(),
-        })?;
+        let writes = Db::open(path, false).map_err(|source| open_failed(path, source))?;
         let reads = pool_options(4)
             .connect_with(options)
             .await
@@ -505,10 +510,7 @@ impl AuditLog {
             .filename(path)
             .create_if_missing(false)
             .read_only(true);
-        let open_error = |source: sqlx::Error| AuditError::Open {
-            path: path.to_owned(),
-            source: source.into(),
-        };
+        let open_error = |source: sqlx::Error| open_failed(path, source);
         let pool = pool_options(1)
             .connect_with(options.clone())
             .await
@@ -525,10 +527,7 @@ impl AuditLog {
                 path: path.to_owned(),
             });
         }
-        let db = Db::open(path, true).map_err(|source| AuditError::Open {
-            path: path.to_owned(),
-            source: source.into(),
-        })?;
+        let db = Db::open(path, true).map_err(|source| open_failed(path, source))?;
         Ok(AuditLog::with_pools(pool, db, None, path))
     }
 

@@ -168,15 +168,24 @@ impl TeamsSender {
         }
     }
 
+    /// `tenant`'s `serviceUrl` as cached in this process.
+    fn cached(&self, tenant: &TenantId) -> Option<String> {
+        self.service_urls
+            .lock()
+            .ok()
+            .and_then(|urls| urls.get(tenant).cloned())
+    }
+
+    fn cache(&self, tenant: &TenantId, service_url: &str) {
+        if let Ok(mut urls) = self.service_urls.lock() {
+            urls.insert(tenant.clone(), service_url.to_owned());
+        }
+    }
+
     /// Remembers `service_url` (validated) as `tenant`'s; written to the
     /// database only when it changed.
     async fn remember(&self, tenant: &TenantId, service_url: &str) -> Result<(), DbError> {
-        let known = self
-            .service_urls
-            .lock()
-            .ok()
-            .and_then(|urls| urls.get(tenant).cloned());
-        if known.as_deref() == Some(service_url) {
+        if self.cached(tenant).as_deref() == Some(service_url) {
             return Ok(());
         }
         self.db
@@ -189,22 +198,15 @@ impl TeamsSender {
                 .execute(rusqlite::params![tenant.as_str(), service_url, now()])
             })
             .await?;
-        if let Ok(mut urls) = self.service_urls.lock() {
-            urls.insert(tenant.clone(), service_url.to_owned());
-        }
+        self.cache(tenant, service_url);
         Ok(())
     }
 
     /// `tenant`'s last `serviceUrl`, from before a restart too; `None` when
     /// no activity of the tenant has ever given one.
     async fn service_url(&self, tenant: &TenantId) -> Result<Option<String>, DbError> {
-        let cached = self
-            .service_urls
-            .lock()
-            .ok()
-            .and_then(|urls| urls.get(tenant).cloned());
-        if cached.is_some() {
-            return Ok(cached);
+        if let Some(url) = self.cached(tenant) {
+            return Ok(Some(url));
         }
         let stored: Option<String> = self
             .db
@@ -214,8 +216,8 @@ impl TeamsSender {
                     .optional()
             })
             .await?;
-        if let (Some(url), Ok(mut urls)) = (&stored, self.service_urls.lock()) {
-            urls.insert(tenant.clone(), url.clone());
+        if let Some(url) = &stored {
+            self.cache(tenant, url);
         }
         Ok(stored)
     }
